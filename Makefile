@@ -1,0 +1,55 @@
+# Two commands do everything:  make lab  (follow the course)  ·  make test  (run every test)
+# Both create .venv if needed and install the package into it first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EXTRAS ?= course,doom,dev
+TORCH_VERSION ?= 2.13.0
+# Where a machine without an NVIDIA GPU gets PyTorch's CPU build (a few hundred MB, not several GB).
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+START_NOTEBOOK ?= notebooks/00_welcome_and_setup.ipynb
+PYTEST_ARGS ?=
+
+.PHONY: lab test bench install torch clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# PyTorch first, so that the package's unpinned `torch` requirement is already met:
+#   1. already importable            -> keep it;
+#   2. a local wheel (pip's find-links) -> use it;
+#   3. Linux without nvidia-smi      -> the CPU build from PyTorch's CPU index;
+#   4. otherwise (a GPU, macOS, Windows) -> pip's default build, which is right there.
+torch: $(PY)
+	@if $(PY) -c "import torch" 2>/dev/null; then \
+		echo "torch $$($(PY) -c 'import torch; print(torch.__version__)') is installed"; \
+	elif $(PY) -m pip install --quiet --no-index --no-deps "torch==$(TORCH_VERSION)" 2>/dev/null; then \
+		echo "installed torch $(TORCH_VERSION) from a local wheel"; \
+	elif [ "$$(uname -s)" = Linux ] && ! command -v nvidia-smi >/dev/null 2>&1; then \
+		$(PY) -m pip install "torch==$(TORCH_VERSION)" --index-url $(TORCH_CPU_INDEX); \
+	else \
+		$(PY) -m pip install "torch==$(TORCH_VERSION)"; \
+	fi
+
+$(VENV)/.installed-$(EXTRAS): pyproject.toml | torch
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	touch $@
+
+install: $(VENV)/.installed-$(EXTRAS)
+
+lab: install
+	$(VENV)/bin/jupyter lab $(START_NOTEBOOK)
+
+# Unit tests, CLI tests, and every notebook under nbval, all in fast mode.
+test: install
+	PPO_COURSE_FAST=1 MPLBACKEND=Agg $(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench:
+	$(MAKE) install EXTRAS=course,doom,dev,bench
+	$(PY) benchmarks/throughput.py
+	$(PY) benchmarks/lunar_time_to_solve.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache runs

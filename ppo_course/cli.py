@@ -1,0 +1,200 @@
+"""``ppo-course``: train, evaluate and watch PPO agents, and check the set-up.
+
+    ppo-course train --env LunarLander-v3 --preset defaults --seed 0 --logdir runs/lunar
+    ppo-course train --logdir runs/lunar --resume [--total-timesteps 800000]
+    ppo-course eval  --logdir runs/lunar --episodes 100 [--stochastic] [--checkpoint latest.pt]
+    ppo-course play  --logdir runs/lunar --episodes 5 --save-gif [--gif-fps 30 --gif-dir DIR]
+    ppo-course doctor
+
+Every :class:`~ppo_course.config.PPOConfig` field is a ``train`` option (``--learning-rate 3e-4``).
+Bad input ends with one ``ppo-course: error: ...`` line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Sequence
+
+from .config import PRESETS, ConfigError, PPOConfig, field_help
+
+EXIT_ERROR = 2
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, no traceback."""
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _optional(parse):
+    def parse_optional(text: str):
+        return None if text.lower() in ("none", "null", "") else parse(text)
+    parse_optional.__name__ = parse.__name__
+    return parse_optional
+
+
+def _field_parser(annotation: Any):
+    """argparse ``type=`` for a dataclass field's annotation (``int``, ``float | None``, ``bool``...)."""
+    hints = {"int": int, "float": float, "str": str, "bool": _parse_bool,
+             "float | None": _optional(float), "int | None": _optional(int), "str | None": _optional(str)}
+    return hints.get(str(annotation), str)
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("hyperparameters (override the presets; defaults shown before presets)")
+    helps = field_help()
+    for f in fields(PPOConfig):
+        default, text = helps[f.name]
+        flags = ["--" + f.name.replace("_", "-")]
+        if f.name == "env_id":
+            flags.insert(0, "--env")
+        metavar = "BOOL" if str(f.type) == "bool" else None
+        group.add_argument(*flags, dest=f.name, type=_field_parser(f.type), default=argparse.SUPPRESS,
+                           metavar=metavar, help=f"{text} (default: {default})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ppo-course", description="A small, readable PPO: train, evaluate, play.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser("train", help="train an agent")
+    train.add_argument("--preset", action="append", dest="presets", metavar="NAME",
+                       help=f"preset to apply, repeatable, in order; one of {', '.join(PRESETS)} "
+                            "(default: defaults)")
+    train.add_argument("--logdir", required=True, help="run directory: metrics.csv, TensorBoard events, checkpoints")
+    train.add_argument("--resume", action="store_true", help="continue the run in --logdir from its latest.pt")
+    train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_config_options(train)
+
+    for name, helptext in (("eval", "evaluate a trained agent"), ("play", "watch or record a trained agent")):
+        p = sub.add_parser(name, help=helptext, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p.add_argument("--logdir", required=True, help="run directory written by train")
+        p.add_argument("--checkpoint", default="best.pt", help="best.pt, latest.pt, or a path to a .pt file")
+        p.add_argument("--episodes", type=int, default=100 if name == "eval" else 5, help="episodes to run")
+        p.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the argmax")
+        p.add_argument("--seed", type=int, default=None, help="seed of the first episode (default: the evaluation seed)")
+        p.add_argument("--env", default=None, help="environment id (default: the one the agent was trained on)")
+        if name == "play":
+            p.add_argument("--save-gif", action="store_true", help="save each episode as an animated GIF")
+            p.add_argument("--gif-fps", type=int, default=30, help="frames per second of the GIFs")
+            p.add_argument("--gif-dir", default=None, help="where to write GIFs (default: LOGDIR/gifs)")
+
+    sub.add_parser("doctor", help="check Python, PyTorch, Gymnasium, Box2D, ViZDoom, GPU and headless rendering")
+    return parser
+
+
+# --------------------------------------------------------------------------------------
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .checkpoint import LATEST, load_checkpoint
+    from .envs import check_env_id
+    from .trainer import train
+
+    overrides = {f.name: getattr(args, f.name) for f in fields(PPOConfig) if hasattr(args, f.name)}
+    logdir = Path(args.logdir)
+    if args.resume:
+        if not (logdir / LATEST).is_file():
+            raise CLIError(f"nothing to resume: no {LATEST} in {logdir}")
+        saved = PPOConfig.from_dict(load_checkpoint(logdir / LATEST)["config"])
+        if "env_id" in overrides and overrides["env_id"] != saved.env_id:
+            raise CLIError(f"{logdir / LATEST} was trained on {saved.env_id}, not {overrides['env_id']}")
+        config = saved.replace(**overrides)
+    else:
+        config = PPOConfig.from_presets(args.presets or ["defaults"], **overrides)
+    check_env_id(config.env_id)
+    result = train(config, logdir, resume=args.resume, progress=not args.no_progress)
+    best = f"{result.best_return:.1f}" if result.best_return is not None else "n/a"
+    print(f"trained {result.global_step} steps; best evaluation return {best}; "
+          f"last evaluation: {result.last_eval}; checkpoints in {logdir}")
+    return 0
+
+
+def _load_for_eval(args: argparse.Namespace):
+    from .checkpoint import resolve_checkpoint
+    from .envs import make_env
+    from .trainer import load_agent
+
+    path = resolve_checkpoint(args.logdir, args.checkpoint)
+    agent, config = load_agent(path)
+    env_id = args.env or config.env_id
+    if env_id != config.env_id:
+        env = make_env(env_id)
+        obs_shape, n = tuple(env.observation_space.shape), getattr(env.action_space, "n", None)
+        env.close()
+        expected = (tuple(agent.obs_shape), agent.n_actions)
+        if (obs_shape, n) != expected:
+            raise CLIError(f"{path} was trained on {config.env_id} (observation {expected[0]}, {expected[1]} actions); "
+                           f"{env_id} has observation {obs_shape} and {n} actions")
+    return path, agent, config, env_id
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import EVAL_SEED, evaluate
+
+    path, agent, config, env_id = _load_for_eval(args)
+    seed = EVAL_SEED if args.seed is None else args.seed
+    result = evaluate(agent, env_id, args.episodes, deterministic=not args.stochastic, seed=seed,
+                      success_threshold=config.success_threshold)
+    mode = "stochastic" if args.stochastic else "deterministic"
+    print(f"{path} on {env_id} ({mode}): {result}")
+    return 0
+
+
+def _cmd_play(args: argparse.Namespace) -> int:
+    from .evaluate import EVAL_SEED, agent_policy
+    from .viz.recording import record_episode, save_video
+
+    path, agent, config, env_id = _load_for_eval(args)
+    policy = agent_policy(agent, deterministic=not args.stochastic)
+    gif_dir = Path(args.gif_dir) if args.gif_dir else Path(args.logdir) / "gifs"
+    seed0 = EVAL_SEED if args.seed is None else args.seed
+    for episode in range(args.episodes):
+        rec = record_episode(policy, env_id, seed=seed0 + episode)
+        line = f"episode {episode + 1}: return {rec.episode_return:.1f}, {rec.length} steps"
+        if args.save_gif:
+            out = save_video(rec.frames, gif_dir / f"episode_{episode + 1:03d}_return_{rec.episode_return:.0f}.gif",
+                             fps=args.gif_fps)
+            line += f" -> {out}"
+        print(line)
+    if not args.save_gif:
+        print("(rendered headless; add --save-gif to keep the episodes as GIFs)")
+    return 0
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import doctor
+
+    return 0 if doctor() else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ppo-course`` console script; returns the exit status."""
+    from .checkpoint import CheckpointError
+    from .envs import EnvironmentIdError
+    from .trainer import TrainingDiverged
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    commands = {"train": _cmd_train, "eval": _cmd_eval, "play": _cmd_play, "doctor": _cmd_doctor}
+    try:
+        return commands[args.command](args)
+    except (CLIError, ConfigError, EnvironmentIdError, CheckpointError, TrainingDiverged, FileNotFoundError,
+            ValueError) as exc:
+        print(f"ppo-course: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("ppo-course: interrupted; the last checkpoint written is kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Metrics to TensorBoard and to ``metrics.csv``, one row per update.
+
+The names follow seed 002 and CleanRL: ``train/*`` from the update, ``eval/*`` from the
+periodic evaluation (blank on rows without one), ``rollout/*`` from training episodes,
+``charts/*`` for the learning rate and speed. ``metrics.csv`` is plain CSV, readable with
+:func:`read_metrics` (no pandas needed) and plotted by :mod:`ppo_course.viz.plots`.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+from typing import Mapping
+
+#: Columns of metrics.csv, in order.
+METRIC_KEYS: tuple[str, ...] = (
+    "global_step",
+    "update",
+    "time_s",
+    "charts/learning_rate",
+    "charts/ent_coef",
+    "charts/sps",
+    "rollout/episodic_return",
+    "rollout/episodic_length",
+    "train/policy_loss",
+    "train/value_loss",
+    "train/entropy",
+    "train/approx_kl",
+    "train/clip_fraction",
+    "train/explained_variance",
+    "train/grad_norm",
+    "train/epochs_done",
+    "eval/mean_return",
+    "eval/std_return",
+    "eval/success_rate",
+    "eval/mean_length",
+)
+
+METRICS_FILE = "metrics.csv"
+
+
+class MetricsLogger:
+    """Writes each update's metrics to ``run_dir/metrics.csv`` and (optionally) TensorBoard.
+
+    Args:
+        run_dir: the run directory (created if missing).
+        tensorboard: also write TensorBoard event files into ``run_dir``.
+        resume_step: when resuming, keep only the rows with ``global_step <= resume_step``
+            (rows logged after the checkpoint was taken are dropped, so the file stays consistent).
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, tensorboard: bool = True, resume_step: int | None = None):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.run_dir / METRICS_FILE
+        kept: list[dict[str, str]] = []
+        if resume_step is not None and self.path.is_file():
+            kept = [row for row in _read_rows(self.path) if float(row["global_step"]) <= resume_step]
+        self._file = open(self.path, "w", newline="")
+        self._csv = csv.DictWriter(self._file, fieldnames=METRIC_KEYS, extrasaction="ignore")
+        self._csv.writeheader()
+        self._csv.writerows(kept)
+        self._file.flush()
+        self._writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=resume_step)
+
+    def log(self, metrics: Mapping[str, float]) -> None:
+        """Write one row; ``metrics`` must contain ``global_step``. Missing columns stay blank."""
+        step = int(metrics["global_step"])
+        self._csv.writerow({k: _fmt(v) for k, v in metrics.items()})
+        self._file.flush()
+        if self._writer is not None:
+            for key, value in metrics.items():
+                if "/" in key and value is not None and math.isfinite(float(value)):
+                    self._writer.add_scalar(key, float(value), step)
+
+    def add_text(self, tag: str, text: str) -> None:
+        if self._writer is not None:
+            self._writer.add_text(tag, text)
+
+    def close(self) -> None:
+        self._file.close()
+        if self._writer is not None:
+            self._writer.close()
+
+    def __enter__(self) -> "MetricsLogger":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _fmt(value: object) -> object:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return value
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def read_metrics(path: str | os.PathLike) -> dict[str, list[float]]:
+    """Read ``metrics.csv`` (or a run directory containing it) into ``{column: [values]}``.
+
+    Blank cells become NaN, so every column has one value per update row.
+
+    Raises:
+        FileNotFoundError: no metrics file there.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / METRICS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no {METRICS_FILE} at {path}")
+    rows = _read_rows(path)
+    columns = list(rows[0].keys()) if rows else list(METRIC_KEYS)
+    return {c: [float(r[c]) if r.get(c) not in (None, "") else math.nan for r in rows] for c in columns}

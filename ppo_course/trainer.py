@@ -1,0 +1,391 @@
+"""The PPO training loop: rollout -> bootstrap -> GAE -> K epochs of minibatch updates.
+
+Structure and defaults follow CleanRL's ``ppo.py`` (and Algorithm 1 of the PPO paper); the
+pieces come from the rest of the package, so there is exactly one GAE (``advantages``),
+one loss (``losses``) and one set of schedules (``schedules``).
+
+Use :func:`train` for a whole run with logging, evaluation and checkpoints, or the two
+stages on their own -- :class:`RolloutCollector` and :func:`ppo_update` -- as notebook 07 does.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .advantages import compute_gae
+from .buffer import RolloutBuffer
+from .checkpoint import BEST, LATEST, CheckpointError, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from .config import PPOConfig
+from .envs import make_vector_env
+from .evaluate import EvalResult, evaluate
+from .logging import MetricsLogger
+from .losses import explained_variance, ppo_loss
+from .networks import build_agent
+from .schedules import annealed_lr, entropy_coef
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; the message names the update and the last good checkpoint."""
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when a GPU is visible, else CPU; anything else is passed to ``torch.device``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and PyTorch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# --------------------------------------------------------------------------------------
+# Stage 1: collecting experience
+# --------------------------------------------------------------------------------------
+class RolloutCollector:
+    """Steps a vector env with the current policy and fills a :class:`RolloutBuffer`.
+
+    The collector owns the environments' running state (the next observation), so
+    consecutive rollouts continue the same episodes: a rollout boundary is a *cut*, not an
+    episode end, and GAE bootstraps across it from V(next observation).
+
+    Args:
+        envs: a vector env made by :func:`ppo_course.envs.make_vector_env` (same-step autoreset).
+        agent: network with ``get_action_and_value`` and ``get_value``.
+        num_steps: steps per environment per rollout (T).
+        device: where the buffer and the forward passes live.
+        seed: seed of the first ``envs.reset``.
+    """
+
+    def __init__(self, envs, agent: nn.Module, num_steps: int, device: torch.device | str = "cpu", seed: int = 0):
+        self.envs, self.agent, self.num_steps, self.device = envs, agent, num_steps, torch.device(device)
+        self.num_envs = envs.num_envs
+        obs_space = envs.single_observation_space
+        self.obs_shape = tuple(obs_space.shape)
+        self.obs_dtype = torch.uint8 if obs_space.dtype == np.uint8 else torch.float32
+        next_obs, _ = envs.reset(seed=seed)
+        self.next_obs = self._to_tensor(next_obs)
+        self.episode_returns: list[float] = []  #: returns of episodes finished in the last rollout
+        self.episode_lengths: list[int] = []
+
+    def _to_tensor(self, obs: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(obs, dtype=self.obs_dtype, device=self.device)
+
+    def _net_input(self, obs: torch.Tensor) -> torch.Tensor:
+        return obs.float() if obs.dtype != torch.float32 else obs
+
+    @torch.no_grad()
+    def collect(self) -> tuple[RolloutBuffer, torch.Tensor]:
+        """Run one rollout of ``num_steps`` steps in every environment.
+
+        Returns:
+            ``(buffer, next_value)``: the filled buffer (``(T, N, ...)`` tensors) and ``(N,)``
+            V of the observation after the last step, for bootstrapping at the cut.
+        """
+        buf = RolloutBuffer.allocate(self.num_steps, self.num_envs, self.obs_shape, self.obs_dtype, self.device)
+        self.episode_returns, self.episode_lengths = [], []
+        for t in range(self.num_steps):
+            obs = self.next_obs
+            buf.obs[t] = obs
+            action, logprob, _, value = self.agent.get_action_and_value(self._net_input(obs))
+            next_obs, reward, terminated, truncated, info = self.envs.step(action.cpu().numpy())
+            buf.actions[t], buf.logprobs[t], buf.values[t] = action, logprob, value
+            buf.rewards[t] = torch.as_tensor(reward, dtype=torch.float32, device=self.device)
+            buf.terminations[t] = torch.as_tensor(terminated, dtype=torch.float32, device=self.device)
+            buf.truncations[t] = torch.as_tensor(truncated, dtype=torch.float32, device=self.device)
+            if truncated.any():
+                # Same-step autoreset: next_obs already belongs to the new episode; the cut
+                # episode's last observation is in info["final_obs"]. Bootstrap from it.
+                idx = np.flatnonzero(truncated)
+                final = self._to_tensor(np.stack([info["final_obs"][i] for i in idx]))
+                buf.final_values[t, torch.as_tensor(idx, device=self.device)] = self.agent.get_value(
+                    self._net_input(final))
+            if "_episode" in info:
+                for i in np.flatnonzero(info["_episode"]):
+                    self.episode_returns.append(float(info["episode"]["r"][i]))
+                    self.episode_lengths.append(int(info["episode"]["l"][i]))
+            self.next_obs = self._to_tensor(next_obs)
+        next_value = self.agent.get_value(self._net_input(self.next_obs))
+        return buf, next_value
+
+
+# --------------------------------------------------------------------------------------
+# Stage 2: learning from it
+# --------------------------------------------------------------------------------------
+@dataclass
+class UpdateStats:
+    """Averages over the minibatches of one update (see :func:`ppo_update`)."""
+
+    policy_loss: float
+    value_loss: float
+    entropy: float
+    approx_kl: float
+    clip_fraction: float
+    grad_norm: float
+    explained_variance: float
+    epochs_done: int
+
+    def metrics(self) -> dict[str, float]:
+        return {f"train/{k}": float(v) for k, v in self.__dict__.items()}
+
+
+def ppo_update(agent: nn.Module, optimizer: torch.optim.Optimizer, buf: RolloutBuffer, advantages: torch.Tensor,
+               returns: torch.Tensor, config: PPOConfig, ent_coef: float, rng: np.random.Generator,
+               update: int = 0, on_minibatch: Callable[[int, int, torch.Tensor], None] | None = None) -> UpdateStats:
+    """K epochs of shuffled minibatch gradient steps on one rollout (PPO paper, Algorithm 1).
+
+    Args:
+        agent, optimizer: the network and its optimiser (learning rate already set).
+        buf: the rollout; advantages, returns: ``(T, N)`` from :func:`compute_gae`.
+        config: supplies ``update_epochs``, ``num_minibatches``, ``clip_coef``, ``vf_coef``,
+            ``clip_vloss``, ``norm_adv``, ``max_grad_norm``, ``target_kl``.
+        ent_coef: entropy coefficient for this update (from the schedule).
+        rng: shuffles the batch each epoch.
+        update: the update's number, for error messages.
+        on_minibatch: optional ``f(epoch, minibatch, ratio)`` hook (tests use it to see that
+            the first minibatch's ratio is exactly 1).
+
+    Raises:
+        TrainingDiverged: a minibatch loss is NaN or infinite (no step is taken with it).
+    """
+    b = buf.flatten(advantages=advantages, returns=returns)
+    batch_size = b["actions"].shape[0]
+    minibatch_size = batch_size // config.num_minibatches
+    sums = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "approx_kl": 0.0, "clip_fraction": 0.0,
+            "grad_norm": 0.0}
+    count, epochs_done = 0, 0
+    for epoch in range(config.update_epochs):
+        order = torch.as_tensor(rng.permutation(batch_size), device=b["actions"].device)
+        epoch_kl = []
+        for mb, start in enumerate(range(0, batch_size, minibatch_size)):
+            idx = order[start:start + minibatch_size]
+            mb_obs = b["obs"][idx]
+            out = agent.get_action_and_value(mb_obs.float() if mb_obs.dtype != torch.float32 else mb_obs,
+                                             b["actions"][idx])
+            if on_minibatch is not None:
+                on_minibatch(epoch, mb, torch.exp(out.logprob - b["logprobs"][idx]).detach())
+            loss = ppo_loss(out.logprob, b["logprobs"][idx], b["advantages"][idx], out.value, b["values"][idx],
+                            b["returns"][idx], out.entropy, clip_coef=config.clip_coef, vf_coef=config.vf_coef,
+                            ent_coef=ent_coef, clip_vloss=config.clip_vloss, norm_adv=config.norm_adv)
+            if not torch.isfinite(loss.loss):
+                raise TrainingDiverged(f"non-finite loss ({loss.loss.item()}) at update {update}, "
+                                       f"epoch {epoch}, minibatch {mb}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.loss.backward()
+            grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), config.max_grad_norm)
+            optimizer.step()
+            for key, value in (("policy_loss", loss.policy_loss), ("value_loss", loss.value_loss),
+                               ("entropy", loss.entropy), ("approx_kl", loss.approx_kl),
+                               ("clip_fraction", loss.clip_fraction), ("grad_norm", grad_norm)):
+                sums[key] += float(value.detach())
+            epoch_kl.append(float(loss.approx_kl))
+            count += 1
+        epochs_done += 1
+        if config.target_kl is not None and np.mean(epoch_kl) > config.target_kl:
+            break
+    ev = explained_variance(b["values"], b["returns"])
+    return UpdateStats(**{k: v / count for k, v in sums.items()}, explained_variance=ev, epochs_done=epochs_done)
+
+
+# --------------------------------------------------------------------------------------
+# A whole run
+# --------------------------------------------------------------------------------------
+@dataclass
+class TrainResult:
+    """What :func:`train` returns."""
+
+    agent: nn.Module
+    config: PPOConfig
+    run_dir: Path | None
+    global_step: int
+    best_return: float | None
+    last_eval: EvalResult | None
+    history: list[dict[str, float]] = field(default_factory=list)  #: one metrics row per update
+
+
+def _checkpoint_payload(agent, optimizer, config, global_step, update, best_return, obs_shape, n_actions, rng):
+    return {"model": agent.state_dict(), "optimizer": optimizer.state_dict(), "config": config.to_dict(),
+            "global_step": global_step, "update": update, "best_return": best_return,
+            "obs_shape": tuple(obs_shape), "n_actions": int(n_actions), "rng": rng_state(rng)}
+
+
+def train(config: PPOConfig, run_dir: str | Path | None = None, resume: bool = False, tensorboard: bool = True,
+          progress: bool = True, callback: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
+    """Train a PPO agent on ``config.env_id``.
+
+    Each update: collect ``num_steps`` x ``num_envs`` transitions, bootstrap V at the cut,
+    compute GAE, run ``update_epochs`` epochs of ``num_minibatches`` clipped-PPO gradient steps.
+    Every ``eval_interval`` steps (and at the end) the agent is evaluated on fixed-seed
+    episodes; ``latest.pt`` is written then, and ``best.pt`` whenever the mean return improves.
+
+    Args:
+        config: a validated :class:`PPOConfig`.
+        run_dir: directory for ``metrics.csv``, TensorBoard events and checkpoints; None
+            trains in memory only (no files).
+        resume: continue from ``run_dir/latest.pt`` (model, optimiser, step count, RNG
+            states); ``config.total_timesteps`` may be raised to train longer.
+        tensorboard: also write TensorBoard event files.
+        progress: show a tqdm progress bar.
+        callback: called with each update's metrics row (the live dashboard uses it).
+
+    Returns:
+        :class:`TrainResult`.
+
+    Raises:
+        TrainingDiverged: a non-finite loss; the last good checkpoint is left untouched.
+        CheckpointError: ``resume`` without a usable ``latest.pt`` for this environment.
+        EnvironmentIdError: ``config.env_id`` is not registered.
+    """
+    from tqdm.auto import tqdm
+
+    config.validate()
+    run_dir = Path(run_dir) if run_dir is not None else None
+    if config.torch_threads > 0:
+        torch.set_num_threads(config.torch_threads)
+    device = resolve_device(config.device)
+    seed_everything(config.seed)
+    minibatch_rng = np.random.default_rng(config.seed)
+
+    ckpt = None
+    if resume:
+        if run_dir is None:
+            raise CheckpointError("resume needs a run directory")
+        ckpt = load_checkpoint(run_dir / LATEST, map_location=device)
+        if ckpt["config"]["env_id"] != config.env_id:
+            raise CheckpointError(f"{run_dir / LATEST} was trained on {ckpt['config']['env_id']}, "
+                                  f"not {config.env_id}")
+    global_step = ckpt["global_step"] if ckpt else 0
+    start_update = ckpt["update"] if ckpt else 0
+    best_return = ckpt["best_return"] if ckpt else None
+
+    envs = make_vector_env(config.env_id, config.num_envs, asynchronous=config.async_envs,
+                           norm_reward=config.norm_reward, gamma=config.gamma)
+    obs_shape = envs.single_observation_space.shape
+    n_actions = int(envs.single_action_space.n)
+    agent = build_agent(config, obs_shape, n_actions).to(device)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=config.learning_rate, eps=1e-5)
+    if ckpt:
+        agent.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        restore_rng_state(ckpt["rng"], minibatch_rng)
+    collector = RolloutCollector(envs, agent, config.num_steps, device, seed=config.seed + global_step)
+
+    logger = MetricsLogger(run_dir, tensorboard, resume_step=global_step if ckpt else None) if run_dir else None
+    if logger and not ckpt:
+        logger.add_text("config", "\n".join(f"    {k} = {v!r}" for k, v in config.to_dict().items()))
+    recent_returns: deque[float] = deque(maxlen=20)
+    history: list[dict[str, float]] = []
+    last_eval: EvalResult | None = None
+    last_good = (run_dir / LATEST) if (run_dir and (run_dir / LATEST).exists()) else None
+    start_time = time.perf_counter()
+    start_step = global_step
+
+    def save(name: str) -> Path | None:
+        if run_dir is None:
+            return None
+        return save_checkpoint(run_dir / name, _checkpoint_payload(
+            agent, optimizer, config, global_step, update, best_return, obs_shape, n_actions, minibatch_rng))
+
+    def run_eval() -> EvalResult:
+        return evaluate(agent, config.env_id, config.eval_episodes, deterministic=not config.eval_stochastic,
+                        success_threshold=config.success_threshold, device=device)
+
+    bar = tqdm(total=config.total_timesteps, initial=min(global_step, config.total_timesteps), unit="step",
+               disable=not progress, dynamic_ncols=True, desc=config.env_id)
+    update = start_update
+    in_update = False
+    try:
+        while global_step < config.total_timesteps:
+            update += 1
+            lr = annealed_lr(config.learning_rate, global_step, config.total_timesteps, config.anneal_lr)
+            ent = entropy_coef(global_step, config.total_timesteps, config.ent_coef, config.ent_coef_final,
+                               config.ent_warmup_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+            buf, next_value = collector.collect()
+            advantages, returns = compute_gae(buf.rewards, buf.values, buf.terminations, buf.truncations,
+                                              next_value, buf.final_values, config.gamma, config.gae_lambda)
+            in_update = True
+            try:
+                stats = ppo_update(agent, optimizer, buf, advantages, returns, config, ent, minibatch_rng, update)
+            except TrainingDiverged as exc:
+                where = f"last good checkpoint: {last_good}" if last_good else "no checkpoint was written yet"
+                raise TrainingDiverged(f"{exc}; training stopped, {where}") from None
+            in_update = False
+            prev_step, global_step = global_step, global_step + config.batch_size
+            recent_returns.extend(collector.episode_returns)
+
+            elapsed = time.perf_counter() - start_time
+            row: dict[str, float] = {
+                "global_step": global_step, "update": update, "time_s": round(elapsed, 3),
+                "charts/learning_rate": lr, "charts/ent_coef": ent,
+                "charts/sps": (global_step - start_step) / max(elapsed, 1e-9),
+                "rollout/episodic_return": (float(np.mean(collector.episode_returns))
+                                            if collector.episode_returns else math.nan),
+                "rollout/episodic_length": (float(np.mean(collector.episode_lengths))
+                                            if collector.episode_lengths else math.nan),
+                **stats.metrics(),
+            }
+            due = (config.eval_interval > 0 and global_step // config.eval_interval > prev_step // config.eval_interval)
+            if due or global_step >= config.total_timesteps:
+                last_eval = run_eval()
+                row.update(last_eval.metrics())
+                if best_return is None or last_eval.mean_return > best_return:
+                    best_return = last_eval.mean_return
+                    save(BEST)
+                last_good = save(LATEST)
+            history.append(row)
+            if logger:
+                logger.log(row)
+            if callback:
+                callback(row)
+            postfix = {"return": f"{np.mean(recent_returns):.1f}" if recent_returns else "-",
+                       "sps": f"{row['charts/sps']:.0f}"}
+            if last_eval is not None:
+                postfix["eval"] = f"{last_eval.mean_return:.1f}"
+            bar.set_postfix(postfix, refresh=False)
+            bar.update(min(global_step, config.total_timesteps) - bar.n)
+    except KeyboardInterrupt:
+        # Interrupted while collecting: the weights are those of the last finished update,
+        # a consistent state worth keeping. Interrupted mid-update: keep the previous checkpoint.
+        if not in_update and run_dir is not None and update > start_update:
+            update -= 1
+            save(LATEST)
+        raise
+    finally:
+        bar.close()
+        envs.close()
+        if logger:
+            logger.close()
+    return TrainResult(agent, config, run_dir, global_step, best_return, last_eval, history)
+
+
+def load_agent(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, PPOConfig]:
+    """Rebuild the agent and its config from a checkpoint file.
+
+    Raises:
+        CheckpointError: unreadable file, or weights that do not fit the saved architecture.
+    """
+    ckpt = load_checkpoint(path, map_location=device)
+    config = PPOConfig.from_dict(ckpt["config"])
+    agent = build_agent(config, tuple(ckpt["obs_shape"]), ckpt["n_actions"]).to(device)
+    try:
+        agent.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit the saved architecture ({exc})") from None
+    agent.eval()
+    return agent, config

@@ -1,0 +1,72 @@
+"""Record episodes from ``rgb_array`` frames (no display needed) and write them as GIF or MP4 with imageio."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..envs import make_env
+from ..evaluate import PolicyFn
+
+
+@dataclass
+class Recording:
+    """One recorded episode."""
+
+    frames: list[np.ndarray]  #: (height, width, 3) uint8 RGB frames, one per step plus the first
+    episode_return: float
+    length: int  #: environment steps
+
+
+def record_episode(policy: PolicyFn, env_id: str, seed: int = 0, max_steps: int | None = None,
+                   frame_skip: int = 1) -> Recording:
+    """Play one episode with ``policy`` and keep its rendered frames.
+
+    Args:
+        policy: batch policy ``(1, *obs_shape) -> (1,)`` (see :func:`ppo_course.evaluate.agent_policy`).
+        env_id: Gymnasium id; the env is made with ``render_mode="rgb_array"``.
+        seed: reset seed of the episode.
+        max_steps: stop early after this many steps (None: until the episode ends).
+        frame_skip: keep every ``frame_skip``-th frame (smaller files; the return is unaffected).
+    """
+    env = make_env(env_id, render_mode="rgb_array")
+    try:
+        obs, _ = env.reset(seed=seed)
+        frames = [env.render()]
+        total, steps, done = 0.0, 0, False
+        while not done and (max_steps is None or steps < max_steps):
+            action = np.asarray(policy(obs[None]))[0]
+            obs, reward, terminated, truncated, _ = env.step(action.item())
+            total += float(reward)
+            steps += 1
+            done = terminated or truncated
+            if steps % frame_skip == 0 or done:
+                frames.append(env.render())
+    finally:
+        env.close()
+    return Recording(frames, total, steps)
+
+
+def save_video(frames: list[np.ndarray], path: str | os.PathLike, fps: int = 30) -> Path:
+    """Write frames to ``path``; the suffix picks the format (``.gif`` or ``.mp4``).
+
+    Raises:
+        ValueError: no frames, or an unsupported suffix.
+    """
+    import imageio.v2 as imageio
+
+    path = Path(path)
+    if not frames:
+        raise ValueError("no frames to save")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix.lower()
+    if suffix == ".gif":
+        imageio.mimsave(path, frames, duration=1000 / fps, loop=0)
+    elif suffix == ".mp4":
+        imageio.mimsave(path, frames, fps=fps, macro_block_size=1)
+    else:
+        raise ValueError(f"unsupported video format {suffix!r}: use .gif or .mp4")
+    return path

@@ -1,0 +1,50 @@
+"""Initialisation gains, shapes, and the near-uniform initial policy."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from ppo_course.networks import MLPActorCritic, layer_init
+
+
+def test_layer_init_is_orthogonal_with_gain():
+    layer = layer_init(nn.Linear(8, 8), std=2.0, bias_const=0.5)
+    w = layer.weight.detach()
+    assert torch.allclose(w @ w.T, 4.0 * torch.eye(8), atol=1e-5)
+    assert torch.all(layer.bias == 0.5)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_shapes_and_initial_policy(shared):
+    torch.manual_seed(0)
+    agent = MLPActorCritic(8, 4, shared_trunk=shared)
+    x = torch.randn(32, 8)
+    out = agent.get_action_and_value(x)
+    assert out.action.shape == out.logprob.shape == out.entropy.shape == out.value.shape == (32,)
+    assert out.action.dtype == torch.int64
+    # policy head gain 0.01: the initial policy is almost uniform over the 4 actions
+    assert torch.allclose(out.entropy, torch.full((32,), math.log(4)), atol=1e-3)
+    probs = agent.get_distribution(x).probs
+    assert torch.allclose(probs, torch.full_like(probs, 0.25), atol=0.01)
+
+
+def test_scoring_given_actions_matches_sampling():
+    torch.manual_seed(0)
+    agent = MLPActorCritic(8, 4)
+    x = torch.randn(16, 8)
+    sampled = agent.get_action_and_value(x)
+    scored = agent.get_action_and_value(x, sampled.action)
+    assert torch.equal(sampled.logprob, scored.logprob)
+
+
+def test_shared_trunk_shares_parameters():
+    assert sum(p.numel() for p in MLPActorCritic(8, 4, shared_trunk=True).parameters()) < \
+        sum(p.numel() for p in MLPActorCritic(8, 4, shared_trunk=False).parameters())
+
+
+def test_deterministic_is_argmax():
+    agent = MLPActorCritic(8, 4)
+    x = torch.randn(5, 8)
+    assert torch.equal(agent.act(x, deterministic=True), agent.get_logits(x).argmax(-1))
