@@ -22,6 +22,7 @@ METRIC_KEYS: tuple[str, ...] = (
     "charts/learning_rate",
     "charts/ent_coef",
     "charts/sps",
+    "charts/eval_time_s",
     "rollout/episodic_return",
     "rollout/episodic_length",
     "train/policy_loss",

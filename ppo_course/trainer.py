@@ -299,9 +299,16 @@ def train(config: PPOConfig, run_dir: str | Path | None = None, resume: bool = F
         return save_checkpoint(run_dir / name, _checkpoint_payload(
             agent, optimizer, config, global_step, update, best_return, obs_shape, n_actions, minibatch_rng))
 
+    eval_time = 0.0
+
     def run_eval() -> EvalResult:
-        return evaluate(agent, config.env_id, config.eval_episodes, deterministic=not config.eval_stochastic,
-                        success_threshold=config.success_threshold, device=device)
+        nonlocal eval_time
+        t0 = time.perf_counter()
+        try:
+            return evaluate(agent, config.env_id, config.eval_episodes, deterministic=not config.eval_stochastic,
+                            success_threshold=config.success_threshold, device=device)
+        finally:
+            eval_time += time.perf_counter() - t0
 
     bar = tqdm(total=config.total_timesteps, initial=min(global_step, config.total_timesteps), unit="step",
                disable=not progress, dynamic_ncols=True, desc=config.env_id)
@@ -333,7 +340,7 @@ def train(config: PPOConfig, run_dir: str | Path | None = None, resume: bool = F
             row: dict[str, float] = {
                 "global_step": global_step, "update": update, "time_s": round(elapsed, 3),
                 "charts/learning_rate": lr, "charts/ent_coef": ent,
-                "charts/sps": (global_step - start_step) / max(elapsed, 1e-9),
+                "charts/sps": (global_step - start_step) / max(elapsed - eval_time, 1e-9),  # evaluation excluded
                 "rollout/episodic_return": (float(np.mean(collector.episode_returns))
                                             if collector.episode_returns else math.nan),
                 "rollout/episodic_length": (float(np.mean(collector.episode_lengths))
@@ -348,6 +355,7 @@ def train(config: PPOConfig, run_dir: str | Path | None = None, resume: bool = F
                     best_return = last_eval.mean_return
                     save(BEST)
                 last_good = save(LATEST)
+            row["charts/eval_time_s"] = round(eval_time, 3)
             history.append(row)
             if logger:
                 logger.log(row)

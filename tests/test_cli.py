@@ -1,0 +1,102 @@
+"""The command line as a user calls it (subprocess): a real debug run, eval, play with GIFs, and every error path."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CLI = [sys.executable, "-m", "ppo_course.cli"]
+
+
+def run(*args, cwd=None):
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def one_error_line(proc, *fragments):
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ppo-course: error:"), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    logdir = tmp_path_factory.mktemp("run")
+    proc = run("train", "--env", "LunarLander-v3", "--preset", "debug", "--seed", "0", "--logdir", logdir,
+               "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "trained 2048 steps" in proc.stdout
+    return logdir
+
+
+def test_train_writes_a_run(trained_run):
+    for name in ("metrics.csv", "latest.pt", "best.pt"):
+        assert (trained_run / name).is_file()
+
+
+def test_eval_prints_mean_std_and_success_rate(trained_run):
+    proc = run("eval", "--logdir", trained_run, "--episodes", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert "mean return" in proc.stdout and "±" in proc.stdout and "success rate" in proc.stdout
+    stochastic = run("eval", "--logdir", trained_run, "--episodes", "2", "--stochastic", "--checkpoint", "latest.pt")
+    assert stochastic.returncode == 0 and "(stochastic)" in stochastic.stdout
+
+
+def test_play_saves_gifs(trained_run, tmp_path):
+    proc = run("play", "--logdir", trained_run, "--episodes", "2", "--save-gif", "--gif-fps", "30",
+               "--gif-dir", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    gifs = sorted(tmp_path.glob("*.gif"))
+    assert len(gifs) == 2 and all(g.stat().st_size > 1000 for g in gifs)
+    import imageio.v3 as iio
+    frames = iio.imread(gifs[0], index=None)
+    assert frames.ndim == 4 and frames.shape[0] > 10 and frames.shape[-1] in (3, 4)
+
+
+def test_help_lists_every_field_with_its_description():
+    proc = run("train", "--help")
+    assert proc.returncode == 0
+    for flag, words in (("--learning-rate", "Adam learning rate"), ("--num-envs", "parallel environments"),
+                        ("--clip-coef", "clip range"), ("--gae-lambda", "GAE lambda")):
+        assert flag in proc.stdout and words in proc.stdout
+
+
+def test_unknown_env_id():
+    one_error_line(run("train", "--env", "LunarLandr-v3", "--logdir", "x"), "unknown environment id 'LunarLandr-v3'")
+
+
+def test_unknown_preset_and_bad_value(tmp_path):
+    one_error_line(run("train", "--preset", "turbo", "--logdir", tmp_path), "unknown preset 'turbo'")
+    one_error_line(run("train", "--learning-rate", "-0.001", "--logdir", tmp_path), "learning_rate")
+    one_error_line(run("train", "--num-minibatches", "7", "--logdir", tmp_path), "num_minibatches")
+
+
+def test_missing_logdir_and_checkpoint(tmp_path):
+    one_error_line(run("eval", "--logdir", tmp_path / "nope"), "does not exist")
+    one_error_line(run("play", "--logdir", tmp_path), "no checkpoint best.pt")
+    one_error_line(run("train", "--logdir", tmp_path, "--resume"), "nothing to resume")
+
+
+def test_corrupt_checkpoint(tmp_path):
+    (tmp_path / "best.pt").write_bytes(b"not a checkpoint")
+    one_error_line(run("eval", "--logdir", tmp_path), "cannot read checkpoint")
+
+
+def test_checkpoint_from_another_environment(trained_run, tmp_path):
+    one_error_line(run("eval", "--logdir", trained_run, "--env", "CartPole-v1", "--episodes", "1"),
+                   "trained on LunarLander-v3", "CartPole-v1")
+    copy = tmp_path / "run"
+    shutil.copytree(trained_run, copy)
+    one_error_line(run("train", "--logdir", copy, "--resume", "--env", "CartPole-v1"), "trained on LunarLander-v3")
+
+
+def test_doctor_reports_each_check():
+    proc = run("doctor")
+    for name in ("Python", "PyTorch", "Gymnasium", "Box2D", "ViZDoom", "GPU", "LunarLander-v3", "Colab"):
+        assert name in proc.stdout
+    assert "✓ LunarLander-v3" in proc.stdout
+    assert proc.returncode == 0
