@@ -216,10 +216,15 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)  #: one metrics row per update
 
 
-def _checkpoint_payload(agent, optimizer, config, global_step, update, best_return, obs_shape, n_actions, rng):
-    return {"model": agent.state_dict(), "optimizer": optimizer.state_dict(), "config": config.to_dict(),
-            "global_step": global_step, "update": update, "best_return": best_return,
-            "obs_shape": tuple(obs_shape), "n_actions": int(n_actions), "rng": rng_state(rng)}
+def _checkpoint_payload(agent, optimizer, config, global_step, update, best_return, obs_shape, n_actions, rng,
+                        envs):
+    payload = {"model": agent.state_dict(), "optimizer": optimizer.state_dict(), "config": config.to_dict(),
+               "global_step": global_step, "update": update, "best_return": best_return,
+               "obs_shape": tuple(obs_shape), "n_actions": int(n_actions), "rng": rng_state(rng)}
+    rms = getattr(envs, "return_rms", None)  # the reward normaliser's running statistics
+    if rms is not None:
+        payload["reward_rms"] = {"mean": rms.mean, "var": rms.var, "count": rms.count}
+    return payload
 
 
 def train(config: PPOConfig, run_dir: str | Path | None = None, resume: bool = False, tensorboard: bool = True,
@@ -281,6 +286,9 @@ def train(config: PPOConfig, run_dir: str | Path | None = None, resume: bool = F
         agent.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         restore_rng_state(ckpt["rng"], minibatch_rng)
+        if "reward_rms" in ckpt and hasattr(envs, "return_rms"):
+            for key, value in ckpt["reward_rms"].items():
+                setattr(envs.return_rms, key, value)
     collector = RolloutCollector(envs, agent, config.num_steps, device, seed=config.seed + global_step)
 
     logger = MetricsLogger(run_dir, tensorboard, resume_step=global_step if ckpt else None) if run_dir else None
@@ -297,7 +305,7 @@ def train(config: PPOConfig, run_dir: str | Path | None = None, resume: bool = F
         if run_dir is None:
             return None
         return save_checkpoint(run_dir / name, _checkpoint_payload(
-            agent, optimizer, config, global_step, update, best_return, obs_shape, n_actions, minibatch_rng))
+            agent, optimizer, config, global_step, update, best_return, obs_shape, n_actions, minibatch_rng, envs))
 
     eval_time = 0.0
 

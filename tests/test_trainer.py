@@ -74,6 +74,7 @@ def test_resume_continues_to_the_same_step_with_optimizer_state(tiny_config, tmp
     assert first.global_step == 1024
     saved = load_checkpoint(tmp_path / LATEST)
     assert saved["global_step"] == 1024 and saved["optimizer"]["state"]  # Adam moments are stored
+    assert saved["reward_rms"]["count"] > 1  # and the reward normaliser's running statistics
 
     resumed = train(tiny_config, tmp_path, resume=True, progress=False, tensorboard=False)
     assert resumed.global_step == tiny_config.total_timesteps == 2048
