@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.distributions import Categorical
 
 #: Gains used by :func:`layer_init` callers (Huang et al. 2022, detail 2).
@@ -33,12 +34,25 @@ def layer_init(layer: nn.Module, std: float = HIDDEN_GAIN, bias_const: float = 0
     return layer
 
 
-def mlp(in_dim: int, hidden_size: int, num_layers: int, activation: type[nn.Module] = nn.Tanh) -> nn.Sequential:
-    """``num_layers`` hidden ``Linear -> activation`` blocks of width ``hidden_size``, sqrt(2)-initialised."""
-    layers: list[nn.Module] = []
-    for i in range(num_layers):
-        layers += [layer_init(nn.Linear(in_dim if i == 0 else hidden_size, hidden_size)), activation()]
-    return nn.Sequential(*layers)
+class MLP(nn.Module):
+    """``num_layers`` hidden layers ``x -> activation(W x + b)`` of width ``hidden_size``, sqrt(2)-initialised.
+
+    Equivalent to ``nn.Sequential(Linear, Tanh, Linear, Tanh, ...)``; the forward pass calls
+    ``F.linear`` on the layers' parameters instead of calling each layer as a module, because
+    at rollout batch sizes (16 observations) nn.Module's per-call machinery costs more than
+    the matrix multiplications themselves (``benchmarks/throughput.py`` measures the effect).
+    """
+
+    def __init__(self, in_dim: int, hidden_size: int, num_layers: int, activation=torch.tanh):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            layer_init(nn.Linear(in_dim if i == 0 else hidden_size, hidden_size)) for i in range(num_layers))
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = self.activation(F.linear(x, layer.weight, layer.bias))
+        return x
 
 
 class ActionAndValue(NamedTuple):
@@ -71,8 +85,8 @@ class MLPActorCritic(nn.Module):
         super().__init__()
         self.obs_dim, self.n_actions, self.shared_trunk = obs_dim, n_actions, shared_trunk
         self.obs_shape = (obs_dim,)
-        self.actor_trunk = mlp(obs_dim, hidden_size, num_hidden_layers)
-        self.critic_trunk = self.actor_trunk if shared_trunk else mlp(obs_dim, hidden_size, num_hidden_layers)
+        self.actor_trunk = MLP(obs_dim, hidden_size, num_hidden_layers)
+        self.critic_trunk = self.actor_trunk if shared_trunk else MLP(obs_dim, hidden_size, num_hidden_layers)
         self.actor_head = layer_init(nn.Linear(hidden_size, n_actions), std=POLICY_GAIN)
         self.critic_head = layer_init(nn.Linear(hidden_size, 1), std=VALUE_GAIN)
 
@@ -92,6 +106,12 @@ class MLPActorCritic(nn.Module):
                              deterministic: bool = False) -> ActionAndValue:
         """Sample (or score) actions and evaluate the critic in one pass.
 
+        The arithmetic is the one ``Categorical(logits=...)`` does -- log-softmax by subtracting
+        logsumexp, sampling from the softmax, gathering the chosen log-probability -- written out
+        because this runs once per rollout step, where the distribution object's overhead would
+        cost as much as the network. :meth:`get_distribution` gives the same numbers
+        (``tests/test_networks.py`` checks it).
+
         Args:
             x: observations ``(batch, obs_dim)``, float32.
             action: if given, ``(batch,)`` int64 actions to score (the update phase);
@@ -106,10 +126,13 @@ class MLPActorCritic(nn.Module):
             logits, value = self.actor_head(hidden), self.critic_head(hidden).squeeze(-1)
         else:
             logits, value = self.get_logits(x), self.get_value(x)
-        dist = Categorical(logits=logits, validate_args=False)
+        log_probs = logits - logits.logsumexp(dim=-1, keepdim=True)
+        probs = log_probs.exp()
         if action is None:
-            action = logits.argmax(dim=-1) if deterministic else dist.sample()
-        return ActionAndValue(action, dist.log_prob(action), dist.entropy(), value)
+            action = logits.argmax(dim=-1) if deterministic else torch.multinomial(probs, 1).squeeze(-1)
+        logprob = log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1)
+        entropy = -(probs * log_probs).sum(dim=-1)
+        return ActionAndValue(action, logprob, entropy, value)
 
     @torch.no_grad()
     def act(self, x: torch.Tensor, deterministic: bool = True) -> torch.Tensor:

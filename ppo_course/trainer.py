@@ -76,16 +76,13 @@ class RolloutCollector:
         obs_space = envs.single_observation_space
         self.obs_shape = tuple(obs_space.shape)
         self.obs_dtype = torch.uint8 if obs_space.dtype == np.uint8 else torch.float32
-        next_obs, _ = envs.reset(seed=seed)
-        self.next_obs = self._to_tensor(next_obs)
+        self.next_obs, _ = envs.reset(seed=seed)  # NumPy, as the environments return it
         self.episode_returns: list[float] = []  #: returns of episodes finished in the last rollout
         self.episode_lengths: list[int] = []
 
-    def _to_tensor(self, obs: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(obs, dtype=self.obs_dtype, device=self.device)
-
-    def _net_input(self, obs: torch.Tensor) -> torch.Tensor:
-        return obs.float() if obs.dtype != torch.float32 else obs
+    def _net_input(self, obs: np.ndarray) -> torch.Tensor:
+        """Observations as the network's float32 input (zero-copy for float32 arrays on the CPU)."""
+        return torch.as_tensor(obs, device=self.device).float()
 
     @torch.no_grad()
     def collect(self) -> tuple[RolloutBuffer, torch.Tensor]:
@@ -95,30 +92,37 @@ class RolloutCollector:
             ``(buffer, next_value)``: the filled buffer (``(T, N, ...)`` tensors) and ``(N,)``
             V of the observation after the last step, for bootstrapping at the cut.
         """
-        buf = RolloutBuffer.allocate(self.num_steps, self.num_envs, self.obs_shape, self.obs_dtype, self.device)
+        T, N = self.num_steps, self.num_envs
+        # What the environments hand back is gathered in NumPy and converted once per rollout;
+        # per-step tensor creation would cost more than the policy's forward pass.
+        obs = np.empty((T, N, *self.obs_shape), dtype=np.uint8 if self.obs_dtype == torch.uint8 else np.float32)
+        rewards, terminations, truncations = (np.zeros((T, N), dtype=np.float32) for _ in range(3))
+        actions = torch.empty((T, N), dtype=torch.int64, device=self.device)
+        logprobs, values, final_values = (torch.zeros((T, N), device=self.device) for _ in range(3))
         self.episode_returns, self.episode_lengths = [], []
-        for t in range(self.num_steps):
-            obs = self.next_obs
-            buf.obs[t] = obs
-            action, logprob, _, value = self.agent.get_action_and_value(self._net_input(obs))
-            next_obs, reward, terminated, truncated, info = self.envs.step(action.cpu().numpy())
-            buf.actions[t], buf.logprobs[t], buf.values[t] = action, logprob, value
-            buf.rewards[t] = torch.as_tensor(reward, dtype=torch.float32, device=self.device)
-            buf.terminations[t] = torch.as_tensor(terminated, dtype=torch.float32, device=self.device)
-            buf.truncations[t] = torch.as_tensor(truncated, dtype=torch.float32, device=self.device)
-            if truncated.any():
+        next_obs = self.next_obs
+        for t in range(T):
+            obs[t] = next_obs
+            action, logprob, _, value = self.agent.get_action_and_value(self._net_input(next_obs))
+            actions[t], logprobs[t], values[t] = action, logprob, value
+            next_obs, rewards[t], terminations[t], truncations[t], info = self.envs.step(action.cpu().numpy())
+            if truncations[t].any():
                 # Same-step autoreset: next_obs already belongs to the new episode; the cut
                 # episode's last observation is in info["final_obs"]. Bootstrap from it.
-                idx = np.flatnonzero(truncated)
-                final = self._to_tensor(np.stack([info["final_obs"][i] for i in idx]))
-                buf.final_values[t, torch.as_tensor(idx, device=self.device)] = self.agent.get_value(
+                idx = np.flatnonzero(truncations[t])
+                final = np.stack([info["final_obs"][i] for i in idx])
+                final_values[t, torch.as_tensor(idx, device=self.device)] = self.agent.get_value(
                     self._net_input(final))
             if "_episode" in info:
                 for i in np.flatnonzero(info["_episode"]):
                     self.episode_returns.append(float(info["episode"]["r"][i]))
                     self.episode_lengths.append(int(info["episode"]["l"][i]))
-            self.next_obs = self._to_tensor(next_obs)
-        next_value = self.agent.get_value(self._net_input(self.next_obs))
+        self.next_obs = next_obs
+        next_value = self.agent.get_value(self._net_input(next_obs))
+        as_tensor = lambda a: torch.as_tensor(a, device=self.device)  # noqa: E731
+        buf = RolloutBuffer(obs=as_tensor(obs), actions=actions, logprobs=logprobs, values=values,
+                            rewards=as_tensor(rewards), terminations=as_tensor(terminations),
+                            truncations=as_tensor(truncations), final_values=final_values)
         return buf, next_value
 
 

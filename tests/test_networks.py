@@ -48,3 +48,21 @@ def test_deterministic_is_argmax():
     agent = MLPActorCritic(8, 4)
     x = torch.randn(5, 8)
     assert torch.equal(agent.act(x, deterministic=True), agent.get_logits(x).argmax(-1))
+
+
+def test_written_out_distribution_matches_categorical():
+    torch.manual_seed(0)
+    agent = MLPActorCritic(8, 4)
+    with torch.no_grad():
+        for layer in (agent.actor_head,):
+            layer.weight.mul_(300)  # a sharp, far from uniform policy
+    x = torch.randn(64, 8)
+    out = agent.get_action_and_value(x)
+    dist = agent.get_distribution(x)
+    assert torch.equal(out.logprob, dist.log_prob(out.action))  # bit-for-bit: the ratio starts at exactly 1
+    assert torch.allclose(out.entropy, dist.entropy(), atol=1e-6)
+    # sampling follows the distribution: empirical frequencies match the probabilities
+    xs = x[:1].expand(20000, 8)
+    actions = agent.get_action_and_value(xs).action
+    freq = torch.bincount(actions, minlength=4).float() / len(actions)
+    assert torch.allclose(freq, dist.probs[0], atol=0.02)

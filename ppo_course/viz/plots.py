@@ -8,16 +8,17 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..diagnose import HEALTHY_RANGES
 from ..logging import read_metrics
 
-#: Default panels: (column, title, healthy range or None). Ranges are seed 002/003's rules of thumb.
+#: Default panels: (column, title, healthy range or None); the ranges are the ones diagnose() uses.
 DEFAULT_PANELS: tuple[tuple[str, str, tuple[float, float] | None], ...] = (
     ("eval/mean_return", "evaluation return", None),
     ("rollout/episodic_return", "training episode return", None),
     ("train/entropy", "policy entropy (nats)", None),
-    ("train/approx_kl", "approx KL", (0.0, 0.05)),
-    ("train/clip_fraction", "clip fraction", (0.05, 0.3)),
-    ("train/explained_variance", "explained variance", (0.5, 1.0)),
+    ("train/approx_kl", "approx KL", HEALTHY_RANGES["train/approx_kl"]),
+    ("train/clip_fraction", "clip fraction", HEALTHY_RANGES["train/clip_fraction"]),
+    ("train/explained_variance", "explained variance", HEALTHY_RANGES["train/explained_variance"]),
     ("train/value_loss", "value loss", None),
     ("train/policy_loss", "policy loss", None),
 )

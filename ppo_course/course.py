@@ -1,0 +1,114 @@
+"""Course plumbing: fast mode, training budgets, and the set-up cell stamped into every notebook.
+
+Fast mode (``PPO_COURSE_FAST=1``, set by ``make test``) shrinks every training budget in the
+notebooks so that they run top to bottom in seconds; learners never need it.
+
+The first two cells of every notebook -- an "Open in Colab" badge and a set-up cell that
+installs the package on Colab and does nothing locally -- come from one template here. Run
+
+    python -m ppo_course.course stamp notebooks/*.ipynb solutions/*.ipynb
+
+after changing the template or adding a notebook; ``tests/test_notebooks.py`` fails when a
+notebook's stamped cells differ from the template.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+FAST_ENV = "PPO_COURSE_FAST"
+
+
+def fast_mode() -> bool:
+    """True when ``PPO_COURSE_FAST`` is set to something other than ``""``/``"0"``."""
+    return os.environ.get(FAST_ENV, "") not in ("", "0")
+
+
+def budget(full, fast):
+    """``fast`` in fast mode, else ``full`` -- e.g. ``budget(full=400_000, fast=8_192)`` steps."""
+    return fast if fast_mode() else full
+
+
+# --------------------------------------------------------------------------------------
+# The stamped cells
+# --------------------------------------------------------------------------------------
+BADGE_TAG = "ppo-course-badge"
+SETUP_TAG = "ppo-course-setup"
+COLAB_EXTRAS = "course,doom"
+
+SETUP_TEMPLATE = '''\
+# Set-up: on Colab, install the course package; locally (after `make lab`) this does nothing.
+# (Stamped from ppo_course/course.py -- edit the template there, not here.)
+import subprocess, sys
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "ppo-course[{extras}] @ git+{repo}"], check=True)'''
+
+BADGE_TEMPLATE = "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
+
+
+def repository_url(pyproject: str | os.PathLike | None = None) -> str:
+    """The project's repository URL: ``[project.urls] Repository`` in pyproject.toml (its one home)."""
+    path = Path(pyproject) if pyproject else Path(__file__).resolve().parents[1] / "pyproject.toml"
+    match = re.search(r'^Repository\s*=\s*"([^"]+)"', path.read_text(), re.M)
+    if not match:
+        raise ValueError(f"no [project.urls] Repository in {path}")
+    return match.group(1)
+
+
+def colab_url(notebook_relpath: str, repo: str | None = None) -> str:
+    """Colab's URL for a notebook path relative to the repository root (GitHub-hosted)."""
+    repo = repo or repository_url()
+    slug = repo.removeprefix("https://github.com/").removesuffix(".git")
+    return f"https://colab.research.google.com/github/{slug}/blob/main/{notebook_relpath}"
+
+
+def setup_source(repo: str | None = None) -> str:
+    return SETUP_TEMPLATE.format(extras=COLAB_EXTRAS, repo=repo or repository_url())
+
+
+def badge_source(notebook_relpath: str, repo: str | None = None) -> str:
+    return BADGE_TEMPLATE.format(url=colab_url(notebook_relpath, repo))
+
+
+def stamp(nb, notebook_relpath: str, repo: str | None = None):
+    """Put the badge and set-up cells (tagged) at the top of a notebook, replacing old ones; returns it."""
+    import nbformat
+
+    nb.cells = [c for c in nb.cells if not ({BADGE_TAG, SETUP_TAG} & set(c.get("metadata", {}).get("tags", [])))]
+    badge = nbformat.v4.new_markdown_cell(badge_source(notebook_relpath, repo), metadata={"tags": [BADGE_TAG]})
+    setup = nbformat.v4.new_code_cell(setup_source(repo), metadata={"tags": [SETUP_TAG]})
+    for cell in (badge, setup):
+        cell.pop("id", None)
+    nb.cells = [badge, setup, *nb.cells]
+    return nb
+
+
+def strip_outputs(nb):
+    """Remove outputs and execution counts (notebooks are committed clean)."""
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    return nb
+
+
+def stamp_files(paths: list[str], root: str | os.PathLike | None = None) -> None:
+    """Stamp and clean notebook files in place (paths relative to the repository root)."""
+    import nbformat
+
+    root = Path(root) if root else Path(__file__).resolve().parents[1]
+    for path in paths:
+        p = Path(path).resolve()
+        nb = nbformat.read(p, as_version=4)
+        stamp(strip_outputs(nb), p.relative_to(root).as_posix())
+        nbformat.validator.normalize(nb)
+        nbformat.write(nb, p)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 3 or sys.argv[1] != "stamp":
+        sys.exit("usage: python -m ppo_course.course stamp NOTEBOOK.ipynb ...")
+    stamp_files(sys.argv[2:])
