@@ -81,8 +81,7 @@ def stamp(nb, notebook_relpath: str, repo: str | None = None):
     nb.cells = [c for c in nb.cells if not ({BADGE_TAG, SETUP_TAG} & set(c.get("metadata", {}).get("tags", [])))]
     badge = nbformat.v4.new_markdown_cell(badge_source(notebook_relpath, repo), metadata={"tags": [BADGE_TAG]})
     setup = nbformat.v4.new_code_cell(setup_source(repo), metadata={"tags": [SETUP_TAG]})
-    for cell in (badge, setup):
-        cell.pop("id", None)
+    badge["id"], setup["id"] = BADGE_TAG, SETUP_TAG  # fixed ids: re-stamping changes nothing
     nb.cells = [badge, setup, *nb.cells]
     return nb
 
@@ -104,7 +103,6 @@ def stamp_files(paths: list[str], root: str | os.PathLike | None = None) -> None
         p = Path(path).resolve()
         nb = nbformat.read(p, as_version=4)
         stamp(strip_outputs(nb), p.relative_to(root).as_posix())
-        nbformat.validator.normalize(nb)
         nbformat.write(nb, p)
 
 
