@@ -325,7 +325,7 @@ def train(config: PPOConfig, run_dir: str | Path | None = None, resume: bool = F
     bar = tqdm(total=config.total_timesteps, initial=min(global_step, config.total_timesteps), unit="step",
                disable=not progress, dynamic_ncols=True, desc=config.env_id)
     update = start_update
-    in_update = False
+    phase = "start"  # "rollout" | "update" | "bookkeeping": what an interruption would cut short
     try:
         while global_step < config.total_timesteps:
             update += 1
@@ -335,16 +335,17 @@ def train(config: PPOConfig, run_dir: str | Path | None = None, resume: bool = F
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
+            phase = "rollout"
             buf, next_value = collector.collect()
             advantages, returns = compute_gae(buf.rewards, buf.values, buf.terminations, buf.truncations,
                                               next_value, buf.final_values, config.gamma, config.gae_lambda)
-            in_update = True
+            phase = "update"
             try:
                 stats = ppo_update(agent, optimizer, buf, advantages, returns, config, ent, minibatch_rng, update)
             except TrainingDiverged as exc:
                 where = f"last good checkpoint: {last_good}" if last_good else "no checkpoint was written yet"
                 raise TrainingDiverged(f"{exc}; training stopped, {where}") from None
-            in_update = False
+            phase = "bookkeeping"
             prev_step, global_step = global_step, global_step + config.batch_size
             recent_returns.extend(collector.episode_returns)
 
@@ -380,10 +381,11 @@ def train(config: PPOConfig, run_dir: str | Path | None = None, resume: bool = F
             bar.set_postfix(postfix, refresh=False)
             bar.update(min(global_step, config.total_timesteps) - bar.n)
     except KeyboardInterrupt:
-        # Interrupted while collecting: the weights are those of the last finished update,
-        # a consistent state worth keeping. Interrupted mid-update: keep the previous checkpoint.
-        if not in_update and run_dir is not None and update > start_update:
-            update -= 1
+        # Outside the gradient steps the weights are those of a finished update -- a consistent
+        # state worth keeping. Interrupted mid-update, the previous checkpoint stays as it is.
+        if phase == "rollout":
+            update -= 1  # this update never happened
+        if phase != "update" and run_dir is not None and global_step > start_step:
             save(LATEST)
         raise
     finally:

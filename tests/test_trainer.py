@@ -119,3 +119,20 @@ def test_divergence_stops_with_the_update_and_last_checkpoint(tiny_config, tmp_p
     with pytest.raises(TrainingDiverged, match=r"update \d+.*last good checkpoint: .*latest.pt"):
         train(tiny_config, tmp_path, progress=False, tensorboard=False)
     assert load_checkpoint(tmp_path / LATEST)["global_step"] > 0  # the good checkpoint survived
+
+
+def test_interrupt_during_rollout_keeps_a_consistent_latest_checkpoint(tiny_config, tmp_path, monkeypatch):
+    real = RolloutCollector.collect
+    calls = {"n": 0}
+
+    def interrupted(self):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(RolloutCollector, "collect", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config.replace(eval_interval=0), tmp_path, progress=False, tensorboard=False)
+    saved = load_checkpoint(tmp_path / LATEST)
+    assert saved["update"] == 2 and saved["global_step"] == 2 * tiny_config.batch_size
