@@ -136,3 +136,9 @@ def test_interrupt_during_rollout_keeps_a_consistent_latest_checkpoint(tiny_conf
         train(tiny_config.replace(eval_interval=0), tmp_path, progress=False, tensorboard=False)
     saved = load_checkpoint(tmp_path / LATEST)
     assert saved["update"] == 2 and saved["global_step"] == 2 * tiny_config.batch_size
+
+
+def test_async_vector_envs_train_too(tiny_config):
+    result = train(tiny_config.replace(async_envs=True, total_timesteps=256, eval_interval=0, eval_episodes=1),
+                   None, progress=False)
+    assert result.global_step == 256 and np.isfinite(result.history[-1]["train/value_loss"])

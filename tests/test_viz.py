@@ -1,0 +1,25 @@
+"""Recording to GIF and MP4 from rgb_array frames, and training curves from metrics.csv."""
+
+import numpy as np
+
+from ppo_course import PPOConfig, train
+from ppo_course.viz import plot_training_curves, record_episode, save_video
+
+
+def test_record_and_save_gif_and_mp4(tmp_path):
+    rng = np.random.default_rng(0)
+    rec = record_episode(lambda obs: rng.integers(4, size=len(obs)), "LunarLander-v3", seed=0, max_steps=30)
+    assert rec.length == 30 and len(rec.frames) == 31 and rec.frames[0].dtype == np.uint8
+    import imageio.v3 as iio
+    for suffix in (".gif", ".mp4"):
+        path = save_video(rec.frames, tmp_path / f"episode{suffix}", fps=30)
+        frames = iio.imread(path, index=None)
+        assert frames.shape[0] >= 30 and frames.shape[1:3] == rec.frames[0].shape[:2]
+
+
+def test_training_curves_from_a_real_run(tmp_path):
+    train(PPOConfig.from_presets(["debug"]), tmp_path, progress=False, tensorboard=False)
+    fig = plot_training_curves(tmp_path, success_threshold=200)
+    titled = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert len(titled) == 8 and all(ax.get_xlabel() == "environment steps" for ax in titled)
+    assert any(len(line.get_xdata()) > 0 for ax in titled for line in ax.lines)
