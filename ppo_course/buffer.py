@@ -1,4 +1,4 @@
-"""Rollout storage: one preallocated, time-major tensor per quantity.
+"""Rollout storage: one time-major tensor per quantity.
 
 Every field is ``(num_steps, num_envs, ...)`` (CleanRL's layout): row t holds what all
 environments did at step t. :meth:`RolloutBuffer.flatten` reshapes to ``(batch, ...)``
@@ -36,17 +36,6 @@ class RolloutBuffer:
     terminations: torch.Tensor
     truncations: torch.Tensor
     final_values: torch.Tensor
-
-    @classmethod
-    def allocate(cls, num_steps: int, num_envs: int, obs_shape: tuple[int, ...],
-                 obs_dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> "RolloutBuffer":
-        """Zero-filled storage for one rollout."""
-        def zeros(dtype: torch.dtype = torch.float32, extra: tuple[int, ...] = ()) -> torch.Tensor:
-            return torch.zeros((num_steps, num_envs, *extra), dtype=dtype, device=device)
-
-        return cls(obs=zeros(obs_dtype, tuple(obs_shape)), actions=zeros(torch.int64), logprobs=zeros(),
-                   values=zeros(), rewards=zeros(), terminations=zeros(), truncations=zeros(),
-                   final_values=zeros())
 
     @property
     def num_steps(self) -> int:

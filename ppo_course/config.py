@@ -32,7 +32,7 @@ def _f(default: Any, help: str) -> Any:
 
 @dataclass
 class PPOConfig:
-    """PPO hyperparameters (CleanRL's names; Stable-Baselines3's in :data:`SB3_NAMES`)."""
+    """PPO hyperparameters (CleanRL's names; README.md maps them to Stable-Baselines3's)."""
 
     # --- experiment -------------------------------------------------------------
     env_id: str = _f("LunarLander-v3", "Gymnasium environment id")
@@ -230,23 +230,3 @@ def env_defaults(env_id: str) -> dict[str, Any]:
 def field_help() -> dict[str, tuple[Any, str]]:
     """``{field: (default, one-line help)}`` for every config field, in declaration order."""
     return {f.name: (f.default, f.metadata.get("help", "")) for f in fields(PPOConfig)}
-
-
-#: Our names -> Stable-Baselines3's PPO arguments (None: no direct equivalent).
-SB3_NAMES: dict[str, str | None] = {
-    "learning_rate": "learning_rate",
-    "num_steps": "n_steps",
-    "num_envs": "n_envs (make_vec_env)",
-    "num_minibatches": "batch_size = num_envs * num_steps / num_minibatches",
-    "update_epochs": "n_epochs",
-    "gamma": "gamma",
-    "gae_lambda": "gae_lambda",
-    "clip_coef": "clip_range",
-    "clip_vloss": "clip_range_vf (None = off)",
-    "norm_adv": "normalize_advantage",
-    "ent_coef": "ent_coef",
-    "vf_coef": "vf_coef",
-    "max_grad_norm": "max_grad_norm",
-    "target_kl": "target_kl",
-    "anneal_lr": "learning_rate=callable schedule",
-}
