@@ -97,14 +97,16 @@ class RolloutCollector:
         # per-step tensor creation would cost more than the policy's forward pass.
         obs = np.empty((T, N, *self.obs_shape), dtype=np.uint8 if self.obs_dtype == torch.uint8 else np.float32)
         rewards, terminations, truncations = (np.zeros((T, N), dtype=np.float32) for _ in range(3))
-        actions = torch.empty((T, N), dtype=torch.int64, device=self.device)
-        logprobs, values, final_values = (torch.zeros((T, N), device=self.device) for _ in range(3))
+        actions, logprobs, values = [], [], []  # per-step (N,) tensors, stacked once at the end
+        final_values = torch.zeros((T, N), device=self.device)
         self.episode_returns, self.episode_lengths = [], []
         next_obs = self.next_obs
         for t in range(T):
             obs[t] = next_obs
             action, logprob, _, value = self.agent.get_action_and_value(self._net_input(next_obs))
-            actions[t], logprobs[t], values[t] = action, logprob, value
+            actions.append(action)
+            logprobs.append(logprob)
+            values.append(value)
             next_obs, rewards[t], terminations[t], truncations[t], info = self.envs.step(action.cpu().numpy())
             if truncations[t].any():
                 # Same-step autoreset: next_obs already belongs to the new episode; the cut
@@ -120,7 +122,8 @@ class RolloutCollector:
         self.next_obs = next_obs
         next_value = self.agent.get_value(self._net_input(next_obs))
         as_tensor = lambda a: torch.as_tensor(a, device=self.device)  # noqa: E731
-        buf = RolloutBuffer(obs=as_tensor(obs), actions=actions, logprobs=logprobs, values=values,
+        buf = RolloutBuffer(obs=as_tensor(obs), actions=torch.stack(actions), logprobs=torch.stack(logprobs),
+                            values=torch.stack(values),
                             rewards=as_tensor(rewards), terminations=as_tensor(terminations),
                             truncations=as_tensor(truncations), final_values=final_values)
         return buf, next_value
