@@ -8,6 +8,7 @@ The pieces, in the order data flows through them::
 
 from .advantages import compute_gae, discounted_returns
 from .config import ConfigError, PPOConfig, PRESETS
+from .diagnose import diagnose
 from .evaluate import EvalResult, evaluate
 from .losses import approx_kl, clip_fraction, clipped_surrogate, explained_variance, ppo_loss, value_loss
 from .networks import MLPActorCritic, layer_init
@@ -17,6 +18,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError", "EvalResult", "MLPActorCritic", "PPOConfig", "PRESETS", "TrainResult", "TrainingDiverged",
-    "approx_kl", "clip_fraction", "clipped_surrogate", "compute_gae", "discounted_returns", "evaluate",
+    "approx_kl", "clip_fraction", "diagnose", "clipped_surrogate", "compute_gae", "discounted_returns", "evaluate",
     "explained_variance", "layer_init", "load_agent", "ppo_loss", "train", "value_loss",
 ]

@@ -1,6 +1,7 @@
 """Recording to GIF and MP4 from rgb_array frames, and training curves from metrics.csv."""
 
 import numpy as np
+import pytest
 
 from ppo_course import PPOConfig, train
 from ppo_course.viz import plot_training_curves, record_episode, save_video
@@ -23,3 +24,26 @@ def test_training_curves_from_a_real_run(tmp_path):
     titled = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
     assert len(titled) == 8 and all(ax.get_xlabel() == "environment steps" for ax in titled)
     assert any(len(line.get_xdata()) > 0 for ax in titled for line in ax.lines)
+
+
+def test_clipped_objective_curve_is_the_package_loss():
+    from ppo_course.viz.explorers import clipped_objective_curve
+
+    clipped, unclipped = clipped_objective_curve(np.array([0.5, 1.0, 1.5]), advantage=1.0, clip_coef=0.2)
+    assert clipped == pytest.approx([0.5, 1.0, 1.2]) and unclipped == pytest.approx([0.5, 1.0, 1.5])
+    clipped_neg, _ = clipped_objective_curve(np.array([0.5, 1.5]), advantage=-1.0, clip_coef=0.2)
+    assert clipped_neg == pytest.approx([-0.8, -1.5])
+
+
+def test_dashboard_collects_rows_and_draws():
+    from ppo_course.viz import LiveDashboard
+
+    dash = LiveDashboard(every=2, success_threshold=200)
+    for i in range(4):
+        row = {"global_step": 100.0 * (i + 1), "train/entropy": 1.3 - 0.1 * i}
+        if i == 3:
+            row["eval/mean_return"] = 50.0
+        dash(row)
+    dash.close()
+    assert len(dash.data["train/entropy"]) == 4 and np.isnan(dash.data["eval/mean_return"][0])
+    assert any(ax.lines for ax in dash.fig.axes)

@@ -70,3 +70,28 @@ def save_video(frames: list[np.ndarray], path: str | os.PathLike, fps: int = 30)
     else:
         raise ValueError(f"unsupported video format {suffix!r}: use .gif or .mp4")
     return path
+
+
+def show_video(frames: list[np.ndarray], fps: int = 30, width: int = 360):
+    """An animated GIF of ``frames`` for display in a notebook (works headless and on Colab).
+
+    Returns an ``IPython.display.HTML`` object; the GIF is embedded as base64, so it survives
+    nbconvert and needs no file next to the notebook.
+    """
+    import base64
+    import io
+
+    import imageio.v2 as imageio
+    from IPython.display import HTML
+
+    buffer = io.BytesIO()
+    imageio.mimsave(buffer, frames, format="GIF", duration=1000 / fps, loop=0)
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return HTML(f'<img src="data:image/gif;base64,{data}" width="{width}">')
+
+
+def side_by_side(*recordings: "Recording") -> list[np.ndarray]:
+    """Frames of several recordings placed left to right; shorter ones hold their last frame."""
+    length = max(len(r.frames) for r in recordings)
+    return [np.concatenate([r.frames[min(i, len(r.frames) - 1)] for r in recordings], axis=1)
+            for i in range(length)]
