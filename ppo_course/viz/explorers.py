@@ -1,8 +1,9 @@
 """Interactive explorers for the notebooks: the clipped objective and GAE's lambda dial.
 
 Each explorer is a plain plotting function (usable headless, and what the tests call) plus a thin
-ipywidgets wrapper. When no widget front end is attached (nbval, a script) the wrapper still draws
-the figure once with the default values, so every notebook renders as a static page too.
+ipywidgets wrapper. A widget's picture lives in the widget's state, which pages that do not run
+widgets (GitHub's viewer, nbconvert to HTML) do not show; so the notebooks follow each explorer
+with one static call of its plotting function.
 """
 
 from __future__ import annotations
@@ -103,15 +104,16 @@ def plot_gae(rewards, values, terminations, truncations, next_value, gamma: floa
     return fig
 
 
-def gae_explorer(rewards, values, terminations, truncations, next_value, final_values=None):
-    """Sliders for γ and λ over :func:`plot_gae` on one recorded trajectory."""
+def gae_explorer(rewards, values, terminations, truncations, next_value, final_values=None,
+                 gamma: float = 0.99, gae_lambda: float = 0.95):
+    """Sliders for γ and λ (starting at ``gamma``, ``gae_lambda``) over :func:`plot_gae` on one trajectory."""
     import matplotlib.pyplot as plt
     from ipywidgets import FloatSlider, interact
 
-    def draw(gamma=0.99, gae_lambda=0.95):
+    def draw(gamma=gamma, gae_lambda=gae_lambda):
         plot_gae(rewards, values, terminations, truncations, next_value, gamma, gae_lambda, final_values)
         plt.show()
 
-    return interact(draw, gamma=FloatSlider(value=0.99, min=0.8, max=0.999, step=0.001, readout_format=".3f",
+    return interact(draw, gamma=FloatSlider(value=gamma, min=0.8, max=0.999, step=0.001, readout_format=".3f",
                                             description="γ"),
-                    gae_lambda=FloatSlider(value=0.95, min=0.0, max=1.0, step=0.05, description="λ"))
+                    gae_lambda=FloatSlider(value=gae_lambda, min=0.0, max=1.0, step=0.05, description="λ"))
