@@ -131,9 +131,13 @@ def diagnose(run: str | os.PathLike | Mapping[str, Sequence[float]], min_updates
     return findings
 
 
-def report(run: str | os.PathLike | Mapping[str, Sequence[float]]) -> str:
+def report(run: str | os.PathLike | Mapping[str, Sequence[float]], min_updates: int = 8) -> str:
     """:func:`diagnose` as printable text, one line per finding (or a line saying all looks healthy)."""
-    findings = diagnose(run)
+    data = read_metrics(run) if isinstance(run, (str, os.PathLike)) else run
+    updates = len(_series(data, "train/entropy"))
+    if updates < min_updates:
+        return f"? too short to judge: {updates} updates (the checklist needs at least {min_updates})"
+    findings = diagnose(data, min_updates)
     if not findings:
         return "✓ nothing in the checklist looks wrong"
     return "\n".join(str(f) for f in findings)

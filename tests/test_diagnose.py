@@ -58,3 +58,7 @@ def test_each_symptom_is_named_with_its_fix(tmp_path, symptom, change):
 
 def test_a_short_run_is_not_judged():
     assert diagnose(healthy(4)) == []
+
+
+def test_report_says_when_a_run_is_too_short():
+    assert report(healthy(4)).startswith("? too short to judge: 4 updates")

@@ -34,3 +34,9 @@ def test_make_lab_opens_an_existing_notebook():
     makefile = (ROOT / "Makefile").read_text()
     start = next(line.split("?=")[1].strip() for line in makefile.splitlines() if line.startswith("START_NOTEBOOK"))
     assert (ROOT / start).is_file()
+
+
+def test_readme_course_map_links_every_workshop_notebook():
+    readme = (ROOT / "README.md").read_text()
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        assert f"(notebooks/{path.name})" in readme, f"README's course map lacks {path.name}"
