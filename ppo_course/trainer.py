@@ -81,7 +81,8 @@ class RolloutCollector:
         self.episode_lengths: list[int] = []
 
     def _net_input(self, obs: np.ndarray) -> torch.Tensor:
-        """Observations as the network's float32 input (zero-copy for float32 arrays on the CPU)."""
+        """Observations as the network's float32 input (no copy for float32 arrays on the CPU; uint8 pixels are
+        converted)."""
         return torch.as_tensor(obs, device=self.device).float()
 
     @torch.no_grad()
@@ -171,17 +172,15 @@ def ppo_update(agent: nn.Module, optimizer: torch.optim.Optimizer, buf: RolloutB
     b = buf.flatten(advantages=advantages, returns=returns)
     batch_size = b["actions"].shape[0]
     minibatch_size = batch_size // config.num_minibatches
-    sums = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "approx_kl": 0.0, "clip_fraction": 0.0,
-            "grad_norm": 0.0}
+    names = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm")
+    sums = torch.zeros(len(names), dtype=torch.float64, device=b["actions"].device)  # read once, at the end
     count, epochs_done = 0, 0
     for epoch in range(config.update_epochs):
         order = torch.as_tensor(rng.permutation(batch_size), device=b["actions"].device)
-        epoch_kl = []
+        epoch_kl = torch.zeros((), dtype=torch.float64, device=sums.device)
         for mb, start in enumerate(range(0, batch_size, minibatch_size)):
             idx = order[start:start + minibatch_size]
-            mb_obs = b["obs"][idx]
-            out = agent.get_action_and_value(mb_obs.float() if mb_obs.dtype != torch.float32 else mb_obs,
-                                             b["actions"][idx])
+            out = agent.get_action_and_value(b["obs"][idx].float(), b["actions"][idx])
             if on_minibatch is not None:
                 on_minibatch(epoch, mb, torch.exp(out.logprob - b["logprobs"][idx]).detach())
             loss = ppo_loss(out.logprob, b["logprobs"][idx], b["advantages"][idx], out.value, b["values"][idx],
@@ -194,17 +193,16 @@ def ppo_update(agent: nn.Module, optimizer: torch.optim.Optimizer, buf: RolloutB
             loss.loss.backward()
             grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), config.max_grad_norm)
             optimizer.step()
-            for key, value in (("policy_loss", loss.policy_loss), ("value_loss", loss.value_loss),
-                               ("entropy", loss.entropy), ("approx_kl", loss.approx_kl),
-                               ("clip_fraction", loss.clip_fraction), ("grad_norm", grad_norm)):
-                sums[key] += float(value.detach())
-            epoch_kl.append(float(loss.approx_kl))
+            sums += torch.stack([loss.policy_loss.detach(), loss.value_loss.detach(), loss.entropy.detach(),
+                                 loss.approx_kl, loss.clip_fraction, grad_norm]).double()
+            epoch_kl += loss.approx_kl.double()
             count += 1
         epochs_done += 1
-        if config.target_kl is not None and np.mean(epoch_kl) > config.target_kl:
+        if config.target_kl is not None and epoch_kl.item() / (mb + 1) > config.target_kl:
             break
     ev = explained_variance(b["values"], b["returns"])
-    return UpdateStats(**{k: v / count for k, v in sums.items()}, explained_variance=ev, epochs_done=epochs_done)
+    means = (sums / count).tolist()
+    return UpdateStats(**dict(zip(names, means)), explained_variance=ev, epochs_done=epochs_done)
 
 
 # --------------------------------------------------------------------------------------
