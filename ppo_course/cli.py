@@ -96,7 +96,6 @@ def build_parser() -> argparse.ArgumentParser:
 # --------------------------------------------------------------------------------------
 def _cmd_train(args: argparse.Namespace) -> int:
     from .checkpoint import LATEST, load_checkpoint
-    from .envs import check_env_id
     from .trainer import train
 
     overrides = {f.name: getattr(args, f.name) for f in fields(PPOConfig) if hasattr(args, f.name)}
@@ -110,7 +109,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = saved.replace(**overrides)
     else:
         config = PPOConfig.from_presets(args.presets or ["defaults"], **overrides)
-    check_env_id(config.env_id)
     result = train(config, logdir, resume=args.resume, progress=not args.no_progress)
     best = f"{result.best_return:.1f}" if result.best_return is not None else "n/a"
     print(f"trained {result.global_step} steps; best evaluation return {best}; "
