@@ -1,0 +1,140 @@
+"""What every exercise check shares: running the learner's code safely and reporting one clear line.
+
+A check is a function ``check_xxx(learner_fn_or_class) -> CheckResult``. Its body compares the
+learner's code with the package's reference on several cases and either returns a short
+description of what it verified, or raises :class:`Diagnosis` with *one* specific, friendly
+explanation of the most likely mistake. :func:`run_check` turns that into what the learner sees:
+
+* ``✓ <task>: <what was verified>``
+* ``✗ <task>: <diagnosis>``
+* ``… <task>: not implemented yet — <hint>`` when the stub still raises ``NotImplementedError``
+  (the notebook keeps running);
+* ``✗ <task>: your code raised ValueError: ... (line 12: x = y.view(-1, 4))`` for any other
+  exception -- the learner's own line, not a wall of traceback.
+
+In strict mode (``PPO_COURSE_STRICT_CHECKS=1``, set by ``make test``) a failed check also raises
+:class:`CheckFailed`, so that nbval notices a solution notebook whose check does not pass.
+"Not implemented yet" never raises: the generated exercise notebooks must run to the end.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+STRICT_ENV = "PPO_COURSE_STRICT_CHECKS"
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent  # ppo_course/
+
+
+class Diagnosis(Exception):
+    """Raised inside a check body: the message is the one-line diagnosis shown to the learner."""
+
+
+class CheckFailed(AssertionError):
+    """Raised by a failed check in strict mode (``PPO_COURSE_STRICT_CHECKS=1``)."""
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of one check; truthy when it passed.
+
+    Attributes:
+        task: the task's name as shown to the learner, e.g. ``"compute_gae"``.
+        status: ``"pass"``, ``"fail"`` (a diagnosis), ``"error"`` (the learner's code raised),
+            or ``"todo"`` (still ``NotImplementedError``).
+        message: what was verified (pass) or what is wrong (otherwise).
+    """
+
+    task: str
+    status: str
+    message: str
+
+    def __bool__(self) -> bool:
+        return self.status == "pass"
+
+    def __str__(self) -> str:
+        mark = {"pass": "✓", "todo": "…"}.get(self.status, "✗")
+        if self.status == "todo":
+            return f"{mark} {self.task}: not implemented yet — {self.message}"
+        return f"{mark} {self.task}: {self.message}"
+
+
+def strict_mode() -> bool:
+    """True when ``PPO_COURSE_STRICT_CHECKS`` is set to something other than ``""``/``"0"``."""
+    return os.environ.get(STRICT_ENV, "") not in ("", "0")
+
+
+def _is_library_frame(filename: str) -> bool:
+    path = filename.replace("\\", "/")
+    return (path.startswith(str(_PACKAGE_DIR).replace("\\", "/")) or "/site-packages/" in path
+            or "/dist-packages/" in path or path.startswith("<frozen"))
+
+
+def learner_line(exc: BaseException) -> str | None:
+    """``"line N: <source>"`` of the innermost traceback frame that is the learner's code (not
+    this package, not an installed library), or None when there is none."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    for frame in reversed(frames):
+        if not _is_library_frame(frame.filename):
+            source = (frame.line or "").strip()
+            return f"line {frame.lineno}: {source}" if source else f"line {frame.lineno} of {frame.name}"
+    return None
+
+
+def run_check(task: str, body: Callable[[], str], hint: str = "", quiet: bool = False) -> CheckResult:
+    """Run one check body and report it.
+
+    Args:
+        task: the task name shown to the learner.
+        body: no-argument function that exercises the learner's code; returns what it verified
+            or raises :class:`Diagnosis`.
+        hint: shown with "not implemented yet" when the stub's ``NotImplementedError`` has no message.
+        quiet: do not print (tests use it).
+
+    Returns:
+        The :class:`CheckResult` (also printed unless ``quiet``).
+
+    Raises:
+        CheckFailed: the check failed and strict mode is on.
+    """
+    try:
+        result = CheckResult(task, "pass", body())
+    except NotImplementedError as exc:
+        result = CheckResult(task, "todo", str(exc) or hint or "fill in the cell marked 'your code here'")
+    except Diagnosis as exc:
+        result = CheckResult(task, "fail", str(exc))
+    except Exception as exc:  # the learner's code broke: say how and where, briefly
+        where = learner_line(exc)
+        message = f"your code raised {type(exc).__name__}: {exc}"
+        result = CheckResult(task, "error", message + (f" ({where})" if where else ""))
+    if not quiet:
+        print(result, file=sys.stdout)
+    if not result and result.status != "todo" and strict_mode():
+        raise CheckFailed(str(result))
+    return result
+
+
+class skip_if_not_implemented:
+    """Context manager for notebook cells that *use* the learner's code outside a check (a plot, a
+    training run): while a stub still raises ``NotImplementedError``, the cell prints one line and
+    the notebook goes on instead of stopping::
+
+        with skip_if_not_implemented("the GAE plot"):
+            plot_gae(compute_gae(...))
+    """
+
+    def __init__(self, what: str = "this cell"):
+        self.what = what
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None and issubclass(exc_type, NotImplementedError):
+            print(f"… skipped {self.what}: a function it uses is not implemented yet — {exc}")
+            return True
+        return False
