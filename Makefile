@@ -11,7 +11,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 START_NOTEBOOK ?= notebooks/00_welcome_and_setup.ipynb
 PYTEST_ARGS ?=
 
-.PHONY: lab test bench install torch clean
+.PHONY: lab test exercises bench install torch clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,9 +42,14 @@ install: $(VENV)/.installed-$(EXTRAS)
 lab: install
 	$(VENV)/bin/jupyter lab $(START_NOTEBOOK)
 
-# Unit tests, CLI tests, and every notebook under nbval, all in fast mode.
+# Unit tests, CLI tests, and every notebook under nbval, all in fast mode; a failing exercise check
+# in a solution notebook raises (strict checks), so nbval sees it.
 test: install
-	PPO_COURSE_FAST=1 MPLBACKEND=Agg $(PY) -m pytest -q $(PYTEST_ARGS)
+	PPO_COURSE_FAST=1 PPO_COURSE_STRICT_CHECKS=1 MPLBACKEND=Agg $(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Regenerate exercises/ from the marked solution regions in solutions/.
+exercises: install
+	$(VENV)/bin/ppo-course exercises build
 
 bench:
 	$(MAKE) install EXTRAS=course,doom,dev,bench

@@ -5,6 +5,7 @@
     ppo-course eval  --logdir runs/lunar --episodes 100 [--stochastic] [--checkpoint latest.pt]
     ppo-course play  --logdir runs/lunar --episodes 5 --save-gif [--gif-fps 30 --gif-dir DIR]
     ppo-course doctor
+    ppo-course exercises build [--check]
 
 Every :class:`~ppo_course.config.PPOConfig` field is a ``train`` option (``--learning-rate 3e-4``).
 Bad input ends with one ``ppo-course: error: ...`` line on stderr and exit status 2.
@@ -90,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--gif-dir", default=None, help="where to write GIFs (default: LOGDIR/gifs)")
 
     sub.add_parser("doctor", help="check Python, PyTorch, Gymnasium, Box2D, ViZDoom, GPU and headless rendering")
+
+    exercises = sub.add_parser("exercises", help="course maintenance: generate exercises/ from solutions/")
+    ex_sub = exercises.add_subparsers(dest="exercises_command", required=True, metavar="ACTION")
+    build = ex_sub.add_parser("build", help="rewrite exercises/ from the marked regions in solutions/")
+    build.add_argument("--check", action="store_true", help="write nothing; fail if exercises/ is out of date")
+    build.add_argument("--root", default=None, help="repository root (default: the one this package lives in)")
     return parser
 
 
@@ -174,6 +181,23 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if doctor() else 1
 
 
+def _cmd_exercises(args: argparse.Namespace) -> int:
+    from .exercises import ROOT, build_all
+
+    root = Path(args.root) if args.root else ROOT
+    if not (root / "solutions").is_dir():
+        raise CLIError(f"no solutions/ folder in {root}: run this in a clone of the course repository")
+    paths = build_all(root, check=args.check)
+    names = ", ".join(p.relative_to(root).as_posix() for p in paths)
+    if args.check:
+        if paths:
+            raise CLIError(f"exercises/ is out of date ({names}); run `ppo-course exercises build`")
+        print("exercises/ is up to date")
+    else:
+        print(f"wrote {names}" if paths else "exercises/ was already up to date")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ppo-course`` console script; returns the exit status."""
     from .checkpoint import CheckpointError
@@ -182,7 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    commands = {"train": _cmd_train, "eval": _cmd_eval, "play": _cmd_play, "doctor": _cmd_doctor}
+    commands = {"train": _cmd_train, "eval": _cmd_eval, "play": _cmd_play, "doctor": _cmd_doctor,
+                "exercises": _cmd_exercises}
     try:
         return commands[args.command](args)
     except (CLIError, ConfigError, EnvironmentIdError, CheckpointError, TrainingDiverged, FileNotFoundError,

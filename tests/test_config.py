@@ -14,7 +14,7 @@ def test_layers_apply_in_order():
     assert later.learning_rate == 1e-2
 
 
-def test_debug_preset_is_small():
+def test_smallest_preset_is_small():
     cfg = PPOConfig.from_presets(["debug"])
     assert cfg.total_timesteps <= 4096 and cfg.batch_size % cfg.num_minibatches == 0
 

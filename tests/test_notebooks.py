@@ -6,6 +6,7 @@ import nbformat
 import pytest
 
 from ppo_course.course import BADGE_TAG, SETUP_TAG, badge_source, setup_source
+from ppo_course.exercises import GENERATED_TAG
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted(p for folder in ("notebooks", "solutions", "exercises") for p in (ROOT / folder).glob("*.ipynb"))
@@ -26,6 +27,9 @@ def test_committed_without_outputs(path):
 def test_stamped_cells_match_the_template(path):
     nb = nbformat.read(path, as_version=4)
     rel = path.relative_to(ROOT).as_posix()
+    if path.parent.name == "exercises":  # generated: a note saying so comes first
+        assert nb.cells[0].metadata.get("tags") == [GENERATED_TAG]
+        nb.cells = nb.cells[1:]
     assert nb.cells[0].metadata.get("tags") == [BADGE_TAG] and nb.cells[0].source == badge_source(rel)
     assert nb.cells[1].metadata.get("tags") == [SETUP_TAG] and nb.cells[1].source == setup_source()
 
