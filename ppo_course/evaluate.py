@@ -3,6 +3,9 @@
 Episodes use fixed seeds (``seed, seed + 1, ...``), so two evaluations of the same policy
 see the same starting states and their numbers can be compared. Several episodes run side
 by side with one batched forward pass per step.
+
+A recurrent agent's policy (:class:`RecurrentPolicy`) carries one LSTM state per episode slot
+through the episode and starts each new episode from a blank memory.
 """
 
 from __future__ import annotations
@@ -50,19 +53,82 @@ class EvalResult:
         return text
 
 
+class RecurrentPolicy:
+    """A recurrent agent as a batch policy: one LSTM state per slot, carried from step to step.
+
+    Call it like a :data:`PolicyFn`, ``policy(obs) -> actions``, with observations of slots
+    ``0..batch-1``, or with ``slots=`` naming which slots the rows are (:func:`evaluate_policy`
+    passes the slots still running). :meth:`reset` marks a slot's next observation as the start
+    of an episode; its memory is zeroed at that step by the agent's done mask. A fresh policy
+    starts every slot that way, so one policy per recorded episode needs no reset.
+
+    Args:
+        agent: a :class:`~ppo_course.networks.RecurrentActorCritic`.
+        deterministic: argmax actions instead of samples.
+        device: where the forward passes run.
+        num_slots: initial number of slots (grows on demand).
+    """
+
+    def __init__(self, agent: torch.nn.Module, deterministic: bool = True, device: str | torch.device = "cpu",
+                 num_slots: int = 1):
+        self.agent, self.deterministic, self.device = agent, deterministic, torch.device(device)
+        self.state = agent.initial_state(num_slots, self.device)
+        self.starts = np.ones(num_slots, dtype=np.float32)
+
+    def reset(self, slot: int | None = None) -> None:
+        """Begin a new episode in ``slot`` (all slots if None)."""
+        if slot is None:
+            self.starts[:] = 1.0
+        else:
+            self._grow(slot + 1)
+            self.starts[slot] = 1.0
+
+    def _grow(self, n: int) -> None:
+        have = self.starts.shape[0]
+        if n > have:
+            extra = self.agent.initial_state(n - have, self.device)
+            self.state = tuple(torch.cat([s, e], dim=1) for s, e in zip(self.state, extra))
+            self.starts = np.concatenate([self.starts, np.ones(n - have, dtype=np.float32)])
+
+    def __call__(self, obs: np.ndarray, slots: np.ndarray | list[int] | None = None) -> np.ndarray:
+        slots = np.arange(len(obs)) if slots is None else np.asarray(slots)
+        self._grow(int(slots.max()) + 1)
+        idx = torch.as_tensor(slots, device=self.device)
+        h, c = self.state
+        x = torch.as_tensor(obs, device=self.device)
+        x = x if x.dtype == torch.uint8 else x.float()
+        actions, (h_new, c_new) = self.agent.act(x, (h[:, idx], c[:, idx]),
+                                                 torch.as_tensor(self.starts[slots], device=self.device),
+                                                 deterministic=self.deterministic)
+        h[:, idx], c[:, idx] = h_new, c_new
+        self.starts[slots] = 0.0
+        return actions.cpu().numpy()
+
+
 def evaluate_policy(policy: PolicyFn, env_id: str, episodes: int = 10, seed: int = EVAL_SEED,
-                    success_threshold: float | None = None, max_parallel: int = 10) -> EvalResult:
+                    success_threshold: float | None = None, max_parallel: int = 10,
+                    env_kwargs: dict | None = None) -> EvalResult:
     """Run ``episodes`` episodes of ``env_id`` (episode i reset with seed ``seed + i``).
 
     Up to ``max_parallel`` episodes run at once; ``policy`` is called once per step on the
-    stacked observations of the episodes still running.
+    stacked observations of the episodes still running. A stateful policy with a ``reset(slot)``
+    method (:class:`RecurrentPolicy`) is told when a slot starts an episode and is called with
+    ``slots=`` the running slots.
+
+    Returns are the environment's rewards summed; where the environment reports its own
+    unshaped return at the end of an episode (``info["native_return"]``, as the Doom wrapper
+    does), that is used instead, so Doom scores are the scenario's native ones.
+
+    Args:
+        env_kwargs: keyword arguments for :func:`ppo_course.envs.make_env` (e.g. Doom's ``frame_skip``).
 
     Raises:
         EnvironmentIdError: ``env_id`` is not registered.
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
-    envs = [make_env(env_id) for _ in range(min(episodes, max_parallel))]
+    stateful = callable(getattr(policy, "reset", None))
+    envs = [make_env(env_id, **(env_kwargs or {})) for _ in range(min(episodes, max_parallel))]
     returns, lengths = np.zeros(episodes), np.zeros(episodes, dtype=np.int64)
     slot_episode: list[int | None] = [None] * len(envs)
     obs: list[np.ndarray | None] = [None] * len(envs)
@@ -74,6 +140,8 @@ def evaluate_policy(policy: PolicyFn, env_id: str, episodes: int = 10, seed: int
             slot_episode[slot] = next_episode
             obs[slot], _ = envs[slot].reset(seed=seed + next_episode)
             next_episode += 1
+            if stateful:
+                policy.reset(slot)
         else:
             slot_episode[slot] = None
 
@@ -82,13 +150,16 @@ def evaluate_policy(policy: PolicyFn, env_id: str, episodes: int = 10, seed: int
             start(slot)
         while any(e is not None for e in slot_episode):
             active = [s for s, e in enumerate(slot_episode) if e is not None]
-            actions = np.asarray(policy(np.stack([obs[s] for s in active])))
+            batch = np.stack([obs[s] for s in active])
+            actions = np.asarray(policy(batch, slots=active) if stateful else policy(batch))
             for slot, action in zip(active, actions):
                 ep = slot_episode[slot]
-                obs[slot], reward, terminated, truncated, _ = envs[slot].step(action.item())
+                obs[slot], reward, terminated, truncated, info = envs[slot].step(action.item())
                 returns[ep] += float(reward)
                 lengths[ep] += 1
                 if terminated or truncated:
+                    if "native_return" in info:
+                        returns[ep] = float(info["native_return"])
                     start(slot)
     finally:
         for env in envs:
@@ -97,16 +168,24 @@ def evaluate_policy(policy: PolicyFn, env_id: str, episodes: int = 10, seed: int
 
 
 def agent_policy(agent: torch.nn.Module, deterministic: bool = True, device: str | torch.device = "cpu") -> PolicyFn:
-    """Wrap an actor-critic's :meth:`act` as a NumPy batch policy for :func:`evaluate_policy`."""
+    """Wrap an actor-critic's :meth:`act` as a NumPy batch policy for :func:`evaluate_policy`.
+
+    A recurrent agent gets a fresh :class:`RecurrentPolicy` (blank memory), so make one per
+    recorded episode, or call its ``reset``.
+    """
+    if getattr(agent, "is_recurrent", False):
+        return RecurrentPolicy(agent, deterministic, device)
+
     def policy(obs: np.ndarray) -> np.ndarray:
-        x = torch.as_tensor(obs, dtype=torch.float32, device=device)
+        x = torch.as_tensor(obs, device=device)
+        x = x if x.dtype == torch.uint8 else x.float()
         return agent.act(x, deterministic=deterministic).cpu().numpy()
     return policy
 
 
 def evaluate(agent: torch.nn.Module, env_id: str, episodes: int = 10, deterministic: bool = True,
              seed: int = EVAL_SEED, success_threshold: float | None = None,
-             device: str | torch.device = "cpu") -> EvalResult:
+             device: str | torch.device = "cpu", env_kwargs: dict | None = None) -> EvalResult:
     """Evaluate an actor-critic on ``episodes`` fixed-seed episodes.
 
     Args:
@@ -116,10 +195,12 @@ def evaluate(agent: torch.nn.Module, env_id: str, episodes: int = 10, determinis
         deterministic: take the most likely action (argmax of the logits) instead of sampling.
         seed: episode i starts from ``reset(seed=seed + i)``.
         success_threshold: return counted as a success (LunarLander: 200).
+        env_kwargs: keyword arguments for the environment factory (``PPOConfig.env_kwargs``).
     """
     was_training = agent.training
     agent.eval()
     try:
-        return evaluate_policy(agent_policy(agent, deterministic, device), env_id, episodes, seed, success_threshold)
+        return evaluate_policy(agent_policy(agent, deterministic, device), env_id, episodes, seed, success_threshold,
+                               env_kwargs=env_kwargs)
     finally:
         agent.train(was_training)

@@ -1,9 +1,20 @@
 """Actor-critic networks for discrete actions.
 
+* :class:`MLPActorCritic` -- flat observation vectors (LunarLander).
+* :class:`CNNActorCritic` -- stacked pixel frames through :class:`NatureCNN`; no memory beyond
+  the frame stack (the control agent of the Doom track).
+* :class:`RecurrentActorCritic` -- :class:`NatureCNN` -> LSTM -> actor and critic heads (seed 000
+  sections 3, 5.2, 6; CleanRL's ``ppo_atari_lstm.py``).
+
 The initialisation follows "The 37 Implementation Details of PPO" (Huang et al., 2022)
 and CleanRL's ``ppo.py``: orthogonal weights, zero biases, gain sqrt(2) in hidden
 layers, 0.01 for the policy head (so the initial policy is close to uniform: every
-action gets explored) and 1.0 for the value head.
+action gets explored) and 1.0 for the value head. The LSTM gets orthogonal weights with
+gain 1 and zero biases, as in CleanRL's ``ppo_atari_lstm.py``.
+
+Pixel observations are stored as uint8 (4x less memory than float32) and scaled to [0, 1]
+inside :class:`NatureCNN`, on the way into the first convolution (seed 000 section 5.1 divides
+by 255 in the environment wrapper instead; doing it in the network keeps rollout storage small).
 """
 
 from __future__ import annotations
@@ -55,6 +66,32 @@ class MLP(nn.Module):
         return x
 
 
+def sample_and_score(logits: torch.Tensor, action: torch.Tensor | None = None,
+                     deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(action, logprob, entropy)`` of the categorical distribution with these logits.
+
+    The arithmetic is the one ``Categorical(logits=...)`` does -- log-softmax by subtracting
+    logsumexp, sampling from the softmax, gathering the chosen log-probability -- written out
+    because this runs once per rollout step, where the distribution object's overhead would
+    cost as much as a small network.
+
+    Args:
+        logits: ``(batch, n_actions)`` float32 unnormalised scores.
+        action: ``(batch,)`` int64 actions to score, or None to choose them.
+        deterministic: when choosing, take the argmax instead of sampling.
+
+    Returns:
+        ``(batch,)`` int64 actions, float32 log-probabilities and float32 entropies (nats).
+    """
+    log_probs = logits - logits.logsumexp(dim=-1, keepdim=True)
+    probs = log_probs.exp()
+    if action is None:
+        action = logits.argmax(dim=-1) if deterministic else torch.multinomial(probs, 1).squeeze(-1)
+    logprob = log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1)
+    entropy = -(probs * log_probs).sum(dim=-1)
+    return action, logprob, entropy
+
+
 class ActionAndValue(NamedTuple):
     """What :meth:`MLPActorCritic.get_action_and_value` returns; each tensor has shape ``(batch,)``."""
 
@@ -79,6 +116,8 @@ class MLPActorCritic(nn.Module):
     Shapes: observations ``(batch, obs_dim)`` float32; logits ``(batch, n_actions)``;
     values ``(batch,)``.
     """
+
+    is_recurrent = False
 
     def __init__(self, obs_dim: int, n_actions: int, hidden_size: int = 64,
                  num_hidden_layers: int = 2, shared_trunk: bool = False):
@@ -106,10 +145,8 @@ class MLPActorCritic(nn.Module):
                              deterministic: bool = False) -> ActionAndValue:
         """Sample (or score) actions and evaluate the critic in one pass.
 
-        The arithmetic is the one ``Categorical(logits=...)`` does -- log-softmax by subtracting
-        logsumexp, sampling from the softmax, gathering the chosen log-probability -- written out
-        because this runs once per rollout step, where the distribution object's overhead would
-        cost as much as the network. :meth:`get_distribution` gives the same numbers
+        The distribution's arithmetic is written out (:func:`sample_and_score`) because this runs
+        once per rollout step; :meth:`get_distribution` gives the same numbers
         (``tests/test_networks.py`` checks it).
 
         Args:
@@ -126,13 +163,7 @@ class MLPActorCritic(nn.Module):
             logits, value = self.actor_head(hidden), self.critic_head(hidden).squeeze(-1)
         else:
             logits, value = self.get_logits(x), self.get_value(x)
-        log_probs = logits - logits.logsumexp(dim=-1, keepdim=True)
-        probs = log_probs.exp()
-        if action is None:
-            action = logits.argmax(dim=-1) if deterministic else torch.multinomial(probs, 1).squeeze(-1)
-        logprob = log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1)
-        entropy = -(probs * log_probs).sum(dim=-1)
-        return ActionAndValue(action, logprob, entropy, value)
+        return ActionAndValue(*sample_and_score(logits, action, deterministic), value)
 
     @torch.no_grad()
     def act(self, x: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
@@ -143,13 +174,233 @@ class MLPActorCritic(nn.Module):
         return Categorical(logits=logits, validate_args=False).sample()
 
 
+class NatureCNN(nn.Module):
+    """The DQN Nature paper's encoder (Mnih et al. 2015; seed 000 section 3): stacked frames -> 512 features.
+
+    ``Conv(32, 8x8, stride 4) -> ReLU -> Conv(64, 4x4, stride 2) -> ReLU -> Conv(64, 3x3, stride 1)
+    -> ReLU -> flatten -> Linear(features_dim) -> ReLU``, every layer orthogonal with gain sqrt(2).
+    On 84x84 frames the flattened size is 64 * 7 * 7 = 3136; other sizes (>= 36x36) work too,
+    the flattened size is measured once at construction.
+
+    Args:
+        obs_shape: ``(channels, height, width)`` -- channels = frames in the stack (4 for Doom).
+        features_dim: width of the output.
+
+    Shapes: input ``(batch, C, H, W)`` uint8 pixels in [0, 255] (float32 in [0, 255] works too);
+    they are divided by 255 here. Output ``(batch, features_dim)`` float32.
+    """
+
+    def __init__(self, obs_shape: tuple[int, int, int], features_dim: int = 512):
+        super().__init__()
+        if len(obs_shape) != 3:
+            raise ValueError(f"NatureCNN needs (channels, height, width) observations, got shape {tuple(obs_shape)}")
+        channels = obs_shape[0]
+        self.convs = nn.Sequential(
+            layer_init(nn.Conv2d(channels, 32, 8, stride=4)), nn.ReLU(),
+            layer_init(nn.Conv2d(32, 64, 4, stride=2)), nn.ReLU(),
+            layer_init(nn.Conv2d(64, 64, 3, stride=1)), nn.ReLU(),
+            nn.Flatten(),
+        )
+        with torch.no_grad():
+            n_flat = self.convs(torch.zeros(1, *obs_shape)).shape[1]
+        self.linear = layer_init(nn.Linear(n_flat, features_dim))
+        self.features_dim = features_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.linear(self.convs(x.float() / 255.0)))
+
+
+class CNNActorCritic(nn.Module):
+    """:class:`NatureCNN` with an actor head (gain 0.01) and a critic head (gain 1.0) on its shared features.
+
+    The agent sees only the current frame stack (4 frames = about half a second of Doom at frame
+    skip 4): motion, but no memory. It is the control for :class:`RecurrentActorCritic`, with the
+    same interface as :class:`MLPActorCritic` (``get_action_and_value(x, action, deterministic)``,
+    ``get_value(x)``, ``act(x)``), so the feed-forward trainer path runs it unchanged.
+
+    Args:
+        obs_shape: ``(frame_stack, height, width)``, e.g. ``(4, 84, 84)``.
+        n_actions: discrete actions (``doom:basic``: 3, ``doom:deadly_corridor``: 12).
+        features_dim: NatureCNN output width.
+
+    Shapes: observations ``(batch, C, H, W)`` uint8; logits ``(batch, n_actions)``; values ``(batch,)``.
+    """
+
+    is_recurrent = False
+
+    def __init__(self, obs_shape: tuple[int, int, int], n_actions: int, features_dim: int = 512):
+        super().__init__()
+        self.obs_shape, self.n_actions = tuple(obs_shape), n_actions
+        self.features = NatureCNN(obs_shape, features_dim)
+        self.actor_head = layer_init(nn.Linear(features_dim, n_actions), std=POLICY_GAIN)
+        self.critic_head = layer_init(nn.Linear(features_dim, 1), std=VALUE_GAIN)
+
+    def get_value(self, x: torch.Tensor) -> torch.Tensor:
+        """V(x): ``(batch, C, H, W)`` -> ``(batch,)``."""
+        return self.critic_head(self.features(x)).squeeze(-1)
+
+    def get_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """``(batch, C, H, W)`` -> ``(batch, n_actions)``."""
+        return self.actor_head(self.features(x))
+
+    def get_action_and_value(self, x: torch.Tensor, action: torch.Tensor | None = None,
+                             deterministic: bool = False) -> ActionAndValue:
+        """As :meth:`MLPActorCritic.get_action_and_value`, with one CNN pass shared by both heads."""
+        hidden = self.features(x)
+        value = self.critic_head(hidden).squeeze(-1)
+        return ActionAndValue(*sample_and_score(self.actor_head(hidden), action, deterministic), value)
+
+    @torch.no_grad()
+    def act(self, x: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        """Actions only: ``(batch, C, H, W)`` -> ``(batch,)`` int64."""
+        return sample_and_score(self.get_logits(x), None, deterministic)[0]
+
+
+#: An LSTM state ``(h, c)``, each ``(num_layers=1, batch, hidden)`` float32 -- PyTorch's layout.
+LSTMState = tuple[torch.Tensor, torch.Tensor]
+
+
+class RecurrentActionAndValue(NamedTuple):
+    """What :meth:`RecurrentActorCritic.get_action_and_value` returns."""
+
+    action: torch.Tensor  #: ``(T*N,)`` int64
+    logprob: torch.Tensor  #: ``(T*N,)`` float32 log pi(action | history)
+    entropy: torch.Tensor  #: ``(T*N,)`` float32, nats
+    value: torch.Tensor  #: ``(T*N,)`` float32 V(history)
+    lstm_state: LSTMState  #: ``(h, c)`` after the last step, each ``(1, N, hidden)``
+
+
+class RecurrentActorCritic(nn.Module):
+    """:class:`NatureCNN` -> LSTM -> actor head (gain 0.01) and critic head (gain 1.0) (seed 000 sections 3, 6.1).
+
+    The LSTM carries ``(h, c)`` from step to step, so the policy can act on what it saw
+    earlier in the episode (an enemy that left the screen, a cue shown once). Where an episode
+    has just begun, the state is zeroed before the step (seed 000 section 5.2)::
+
+        h <- h * (1 - done);  c <- c * (1 - done)
+
+    applied per time step while unrolling, so a sequence that crosses an episode boundary
+    restarts from a blank memory exactly where the new episode starts.
+
+    **The two layouts.** PyTorch's LSTM keeps its state as ``(num_layers, batch, hidden)`` =
+    ``(1, N, hidden)`` here; rollout storage is time-major ``(T, N, ...)`` (CleanRL). Seed 000
+    section 5.3 stores a snapshot of the state at *every* step, permuted to ``(N, 1, hidden)``;
+    this package stores only the state at the *start* of a rollout, in PyTorch's own layout
+    ``(1, N, hidden)`` -- the update re-unrolls whole sequences from it (see
+    :func:`ppo_course.trainer.ppo_update`), so no per-step snapshots and no permute are needed.
+    Selecting environments from a stored state is ``h[:, env_indices]`` (dimension 1 is the batch).
+
+    **The inputs.** ``x`` is ``(T * N, C, H, W)``: T time steps of N environments, flattened
+    time-major (row ``t * N + n`` is env n at step t), as ``RolloutBuffer`` stores it. ``done`` is
+    ``(T * N,)`` float32, 1.0 where ``x`` is the *first* observation of a new episode (the
+    previous step ended one) -- CleanRL's ``next_done``. During a rollout T = 1.
+
+    Args:
+        obs_shape: ``(frame_stack, height, width)``.
+        n_actions: discrete actions.
+        lstm_hidden_size: LSTM width (CleanRL: 128; seed 000: 512).
+        features_dim: NatureCNN output width (the LSTM's input size).
+    """
+
+    is_recurrent = True
+
+    def __init__(self, obs_shape: tuple[int, int, int], n_actions: int, lstm_hidden_size: int = 256,
+                 features_dim: int = 512):
+        super().__init__()
+        self.obs_shape, self.n_actions, self.lstm_hidden_size = tuple(obs_shape), n_actions, lstm_hidden_size
+        self.features = NatureCNN(obs_shape, features_dim)
+        self.lstm = nn.LSTM(features_dim, lstm_hidden_size)
+        for name, param in self.lstm.named_parameters():
+            if "bias" in name:
+                nn.init.constant_(param, 0.0)
+            elif "weight" in name:
+                nn.init.orthogonal_(param, 1.0)
+        self.actor_head = layer_init(nn.Linear(lstm_hidden_size, n_actions), std=POLICY_GAIN)
+        self.critic_head = layer_init(nn.Linear(lstm_hidden_size, 1), std=VALUE_GAIN)
+
+    def initial_state(self, num_envs: int, device: torch.device | str | None = None) -> LSTMState:
+        """A blank memory: ``(h, c)``, each zeros of shape ``(1, num_envs, lstm_hidden_size)``."""
+        device = device if device is not None else self.actor_head.weight.device
+        shape = (self.lstm.num_layers, num_envs, self.lstm_hidden_size)
+        return torch.zeros(shape, device=device), torch.zeros(shape, device=device)
+
+    def get_states(self, x: torch.Tensor, lstm_state: LSTMState, done: torch.Tensor) -> tuple[torch.Tensor, LSTMState]:
+        """Unroll the LSTM over T steps, zeroing the state where an episode begins.
+
+        Args:
+            x: ``(T * N, C, H, W)`` observations, time-major.
+            lstm_state: ``(h, c)`` before the first step, each ``(1, N, hidden)``.
+            done: ``(T * N,)`` episode-start flags (1.0 = reset the memory before this step).
+
+        Returns:
+            ``(hidden, lstm_state)``: ``(T * N, hidden)`` LSTM outputs (time-major) and the state
+            after the last step.
+
+        Raises:
+            ValueError: ``x`` does not hold a whole number of steps of N environments.
+        """
+        n = lstm_state[0].shape[1]
+        features = self.features(x)
+        if features.shape[0] % n:
+            raise ValueError(f"{features.shape[0]} observations are not T steps of {n} environments")
+        features = features.reshape(-1, n, features.shape[-1])  # (T, N, features)
+        keep = (1.0 - done.float()).reshape(-1, 1, n, 1)  # (T, 1, N, 1): broadcasts over (1, N, hidden)
+        h, c = lstm_state
+        outputs = []
+        for t in range(features.shape[0]):
+            out, (h, c) = self.lstm(features[t:t + 1], (h * keep[t], c * keep[t]))
+            outputs.append(out)
+        return torch.cat(outputs).reshape(-1, self.lstm_hidden_size), (h, c)
+
+    def get_action_and_value(self, x: torch.Tensor, lstm_state: LSTMState, done: torch.Tensor,
+                             action: torch.Tensor | None = None,
+                             deterministic: bool = False) -> RecurrentActionAndValue:
+        """Sample (or score) actions, evaluate the critic, and advance the memory (seed 000 section 6.2).
+
+        Args:
+            x, lstm_state, done: as :meth:`get_states` (rollout: T = 1; update: T = num_steps).
+            action: ``(T * N,)`` int64 actions to score (update), or None to choose them (rollout).
+            deterministic: choose the argmax instead of sampling.
+
+        Returns:
+            :class:`RecurrentActionAndValue`; its ``lstm_state`` is the state after the last step,
+            *before* any masking for the next step (the next call masks it with its own ``done``).
+        """
+        hidden, lstm_state = self.get_states(x, lstm_state, done)
+        value = self.critic_head(hidden).squeeze(-1)
+        action, logprob, entropy = sample_and_score(self.actor_head(hidden), action, deterministic)
+        return RecurrentActionAndValue(action, logprob, entropy, value, lstm_state)
+
+    def get_value(self, x: torch.Tensor, lstm_state: LSTMState, done: torch.Tensor) -> torch.Tensor:
+        """V of each step, ``(T * N,)``; the advanced state is discarded (used for bootstrapping)."""
+        return self.critic_head(self.get_states(x, lstm_state, done)[0]).squeeze(-1)
+
+    @torch.no_grad()
+    def act(self, x: torch.Tensor, lstm_state: LSTMState, done: torch.Tensor,
+            deterministic: bool = True) -> tuple[torch.Tensor, LSTMState]:
+        """``(actions (N,) int64, new lstm_state)`` for one step of N environments."""
+        hidden, lstm_state = self.get_states(x, lstm_state, done)
+        return sample_and_score(self.actor_head(hidden), None, deterministic)[0], lstm_state
+
+
 def build_agent(config, obs_shape: tuple[int, ...], n_actions: int) -> nn.Module:
     """The network a config asks for, for an observation shape and action count.
 
+    * flat ``(obs_dim,)`` observations -> :class:`MLPActorCritic`;
+    * ``(C, H, W)`` pixels -> :class:`RecurrentActorCritic` if ``config.use_lstm``, else
+      :class:`CNNActorCritic`.
+
     Raises:
-        ValueError: the observation is not a flat vector (pixel agents come with the Doom track).
+        ValueError: any other observation shape, or ``use_lstm`` with flat observations.
     """
+    use_lstm = getattr(config, "use_lstm", False)
+    if len(obs_shape) == 3:
+        if use_lstm:
+            return RecurrentActorCritic(obs_shape, n_actions, lstm_hidden_size=getattr(config, "lstm_hidden_size", 256))
+        return CNNActorCritic(obs_shape, n_actions)
     if len(obs_shape) != 1:
-        raise ValueError(f"MLPActorCritic needs a flat observation vector, got shape {obs_shape}")
+        raise ValueError(f"no agent for observations of shape {tuple(obs_shape)}: need (obs_dim,) or (C, H, W)")
+    if use_lstm:
+        raise ValueError("use_lstm needs pixel observations (C, H, W); this package's MLP agent has no LSTM")
     return MLPActorCritic(obs_shape[0], n_actions, hidden_size=config.hidden_size,
                           num_hidden_layers=config.num_hidden_layers, shared_trunk=config.shared_trunk)

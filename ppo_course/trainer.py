@@ -6,6 +6,23 @@ one loss (``losses``) and one set of schedules (``schedules``).
 
 Use :func:`train` for a whole run with logging, evaluation and checkpoints, or the two
 stages on their own -- :class:`RolloutCollector` and :func:`ppo_update` -- as notebook 07 does.
+
+Recurrent agents (``agent.is_recurrent``, :class:`~ppo_course.networks.RecurrentActorCritic`)
+take the same path with two differences, both there so that the update sees exactly the
+policy that acted (CleanRL's ``ppo_atari_lstm.py``):
+
+* the collector carries the LSTM state from step to step and rollout to rollout, and stores
+  the state the rollout *started* from plus the per-step episode-start flags;
+* the update's minibatches are sets of whole environment sequences (all T steps of
+  ``num_envs / num_minibatches`` environments), re-unrolled from that stored state with the
+  same episode-start masks -- truncated backpropagation through time over the rollout.
+
+Seed 000 (section 4, "LSTM Loop Logic") samples *flat random* minibatches instead and unrolls
+the LSTM over them from the snapshot of the first sample. Consecutive samples of such a
+minibatch come from different environments and times, so the memory fed to each step is
+another trajectory's: the re-computed log-probabilities are not the rollout's, the ratio is
+not 1 before the first gradient step, and the clipping then acts on noise.
+``tests/test_recurrent.py`` demonstrates both facts.
 """
 
 from __future__ import annotations
@@ -25,7 +42,7 @@ from torch import nn
 from .advantages import compute_gae
 from .buffer import RolloutBuffer
 from .checkpoint import BEST, LATEST, CheckpointError, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
-from .config import PPOConfig
+from .config import ConfigError, PPOConfig
 from .envs import make_vector_env
 from .evaluate import EvalResult, evaluate
 from .logging import MetricsLogger
@@ -62,6 +79,11 @@ class RolloutCollector:
     consecutive rollouts continue the same episodes: a rollout boundary is a *cut*, not an
     episode end, and GAE bootstraps across it from V(next observation).
 
+    For a recurrent agent (``agent.is_recurrent``) it also owns the LSTM state ``(h, c)``,
+    each ``(1, num_envs, hidden)``, and the episode-start flags of the next observations; the
+    buffer gets the state the rollout started from (``initial_lstm_state``) and the flags of
+    every step (``starts``), which is all the update needs to replay the memory.
+
     Args:
         envs: a vector env made by :func:`ppo_course.envs.make_vector_env` (same-step autoreset).
         agent: network with ``get_action_and_value`` and ``get_value``.
@@ -77,13 +99,31 @@ class RolloutCollector:
         self.obs_shape = tuple(obs_space.shape)
         self.obs_dtype = torch.uint8 if obs_space.dtype == np.uint8 else torch.float32
         self.next_obs, _ = envs.reset(seed=seed)  # NumPy, as the environments return it
+        self.next_start = np.ones(self.num_envs, dtype=np.float32)  # 1.0: next_obs begins an episode
+        self.recurrent = bool(getattr(agent, "is_recurrent", False))
+        self.lstm_state = agent.initial_state(self.num_envs, self.device) if self.recurrent else None
         self.episode_returns: list[float] = []  #: returns of episodes finished in the last rollout
         self.episode_lengths: list[int] = []
 
     def _net_input(self, obs: np.ndarray) -> torch.Tensor:
-        """Observations as the network's float32 input (no copy for float32 arrays on the CPU; uint8 pixels are
-        converted)."""
-        return torch.as_tensor(obs, device=self.device).float()
+        """Observations as the network's input: float32 vectors (no copy on the CPU), or uint8 pixels as they
+        are (the CNN scales them; a quarter of the bytes to move)."""
+        x = torch.as_tensor(obs, device=self.device)
+        return x if x.dtype == torch.uint8 else x.float()
+
+    def _value(self, obs: np.ndarray, envs: np.ndarray | None = None) -> torch.Tensor:
+        """V(obs) for the given environments (all by default), without advancing the carried LSTM state.
+
+        For a recurrent agent V depends on the episode's history, held in ``self.lstm_state``.
+        """
+        x = self._net_input(obs)
+        if not self.recurrent:
+            return self.agent.get_value(x)
+        h, c = self.lstm_state
+        if envs is None:
+            return self.agent.get_value(x, (h, c), torch.as_tensor(self.next_start, device=self.device))
+        idx = torch.as_tensor(envs, device=self.device)
+        return self.agent.get_value(x, (h[:, idx], c[:, idx]), torch.zeros(len(envs), device=self.device))
 
     @torch.no_grad()
     def collect(self) -> tuple[RolloutBuffer, torch.Tensor]:
@@ -98,35 +138,46 @@ class RolloutCollector:
         # per-step tensor creation would cost more than the policy's forward pass.
         obs = np.empty((T, N, *self.obs_shape), dtype=np.uint8 if self.obs_dtype == torch.uint8 else np.float32)
         rewards, terminations, truncations = (np.zeros((T, N), dtype=np.float32) for _ in range(3))
+        starts = np.zeros((T, N), dtype=np.float32)
         actions, logprobs, values = [], [], []  # per-step (N,) tensors, stacked once at the end
         final_values = torch.zeros((T, N), device=self.device)
         self.episode_returns, self.episode_lengths = [], []
-        next_obs = self.next_obs
+        next_obs, initial_lstm_state = self.next_obs, self.lstm_state
         for t in range(T):
-            obs[t] = next_obs
-            action, logprob, _, value = self.agent.get_action_and_value(self._net_input(next_obs))
-            actions.append(action)
-            logprobs.append(logprob)
-            values.append(value)
-            next_obs, rewards[t], terminations[t], truncations[t], info = self.envs.step(action.cpu().numpy())
+            obs[t], starts[t] = next_obs, self.next_start
+            x = self._net_input(next_obs)
+            if self.recurrent:
+                out = self.agent.get_action_and_value(x, self.lstm_state, torch.as_tensor(starts[t], device=self.device))
+                self.lstm_state = out.lstm_state  # memory after s_t, not yet masked for a reset
+            else:
+                out = self.agent.get_action_and_value(x)
+            actions.append(out.action)
+            logprobs.append(out.logprob)
+            values.append(out.value)
+            next_obs, rewards[t], terminations[t], truncations[t], info = self.envs.step(out.action.cpu().numpy())
             if truncations[t].any():
                 # Same-step autoreset: next_obs already belongs to the new episode; the cut
                 # episode's last observation is in info["final_obs"]. Bootstrap from it.
+                # A recurrent V(final_obs) must see the *cut episode's* memory: self.lstm_state
+                # holds it (the state after s_t); the reset to zeros only happens at the next step,
+                # through next_start. So the final observation is valued from that pre-reset state
+                # with no masking, and the result is not carried on (the new episode starts blank).
                 idx = np.flatnonzero(truncations[t])
                 final = np.stack([info["final_obs"][i] for i in idx])
-                final_values[t, torch.as_tensor(idx, device=self.device)] = self.agent.get_value(
-                    self._net_input(final))
+                final_values[t, torch.as_tensor(idx, device=self.device)] = self._value(final, idx)
+            self.next_start = np.logical_or(terminations[t], truncations[t]).astype(np.float32)
             if "_episode" in info:
                 for i in np.flatnonzero(info["_episode"]):
                     self.episode_returns.append(float(info["episode"]["r"][i]))
                     self.episode_lengths.append(int(info["episode"]["l"][i]))
         self.next_obs = next_obs
-        next_value = self.agent.get_value(self._net_input(next_obs))
+        next_value = self._value(next_obs)
         as_tensor = lambda a: torch.as_tensor(a, device=self.device)  # noqa: E731
         buf = RolloutBuffer(obs=as_tensor(obs), actions=torch.stack(actions), logprobs=torch.stack(logprobs),
                             values=torch.stack(values),
                             rewards=as_tensor(rewards), terminations=as_tensor(terminations),
-                            truncations=as_tensor(truncations), final_values=final_values)
+                            truncations=as_tensor(truncations), final_values=final_values,
+                            starts=as_tensor(starts), initial_lstm_state=initial_lstm_state)
         return buf, next_value
 
 
@@ -150,10 +201,46 @@ class UpdateStats:
         return {f"train/{k}": float(v) for k, v in self.__dict__.items()}
 
 
+def minibatch_indices(rng: np.random.Generator, num_steps: int, num_envs: int, num_minibatches: int,
+                      recurrent: bool = False, device: torch.device | str = "cpu"):
+    """One epoch's minibatches as ``(flat_indices, env_indices)`` pairs, into the ``(T*N, ...)`` flat batch.
+
+    * Feed-forward: a random permutation of all ``T*N`` samples cut into ``num_minibatches``
+      equal slices; ``env_indices`` is None.
+    * Recurrent: the N environments are permuted and split into ``num_minibatches`` groups;
+      a minibatch is every step of its group's environments, time-major (``(T * n_group,)``
+      flat indices, row ``t * n_group + j`` = env ``env_indices[j]`` at step t), ready for the
+      LSTM to unroll from ``initial_lstm_state[:, env_indices]``.
+
+    Raises:
+        ConfigError: recurrent and ``num_minibatches`` does not divide ``num_envs``.
+    """
+    if recurrent:
+        if num_envs % num_minibatches:
+            raise ConfigError(f"num_minibatches = {num_minibatches}: must divide num_envs = {num_envs} for a "
+                              "recurrent agent (its minibatches are whole environment sequences)")
+        flat = torch.arange(num_steps * num_envs, device=device).reshape(num_steps, num_envs)
+        for envs in np.split(rng.permutation(num_envs), num_minibatches):
+            env_idx = torch.as_tensor(envs, device=device)
+            yield flat[:, env_idx].reshape(-1), env_idx
+    else:
+        batch_size = num_steps * num_envs
+        minibatch_size = batch_size // num_minibatches
+        order = torch.as_tensor(rng.permutation(batch_size), device=device)
+        for start in range(0, batch_size, minibatch_size):
+            yield order[start:start + minibatch_size], None
+
+
 def ppo_update(agent: nn.Module, optimizer: torch.optim.Optimizer, buf: RolloutBuffer, advantages: torch.Tensor,
                returns: torch.Tensor, config: PPOConfig, ent_coef: float, rng: np.random.Generator,
                update: int = 0, on_minibatch: Callable[[int, int, torch.Tensor], None] | None = None) -> UpdateStats:
     """K epochs of shuffled minibatch gradient steps on one rollout (PPO paper, Algorithm 1).
+
+    For a rollout of a recurrent agent (``buf.initial_lstm_state`` is set), minibatches are
+    whole environment sequences re-unrolled from the stored initial state with the stored
+    episode-start masks (see :func:`minibatch_indices`), so before the first gradient step the
+    re-computed log-probabilities are the rollout's. Advantages are normalised per minibatch
+    either way (``config.norm_adv``).
 
     Args:
         agent, optimizer: the network and its optimiser (learning rate already set).
@@ -161,26 +248,33 @@ def ppo_update(agent: nn.Module, optimizer: torch.optim.Optimizer, buf: RolloutB
         config: supplies ``update_epochs``, ``num_minibatches``, ``clip_coef``, ``vf_coef``,
             ``clip_vloss``, ``norm_adv``, ``max_grad_norm``, ``target_kl``.
         ent_coef: entropy coefficient for this update (from the schedule).
-        rng: shuffles the batch each epoch.
+        rng: shuffles the batch (or the environments, for a recurrent agent) each epoch.
         update: the update's number, for error messages.
         on_minibatch: optional ``f(epoch, minibatch, ratio)`` hook (tests use it to see that
             the first minibatch's ratio is exactly 1).
 
     Raises:
         TrainingDiverged: a minibatch loss is NaN or infinite (no step is taken with it).
+        ConfigError: a recurrent rollout whose ``num_envs`` is not divisible by ``num_minibatches``.
     """
     b = buf.flatten(advantages=advantages, returns=returns)
-    batch_size = b["actions"].shape[0]
-    minibatch_size = batch_size // config.num_minibatches
+    recurrent = buf.initial_lstm_state is not None
     names = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm")
     sums = torch.zeros(len(names), dtype=torch.float64, device=b["actions"].device)  # read once, at the end
     count, epochs_done = 0, 0
     for epoch in range(config.update_epochs):
-        order = torch.as_tensor(rng.permutation(batch_size), device=b["actions"].device)
         epoch_kl = torch.zeros((), dtype=torch.float64, device=sums.device)
-        for mb, start in enumerate(range(0, batch_size, minibatch_size)):
-            idx = order[start:start + minibatch_size]
-            out = agent.get_action_and_value(b["obs"][idx].float(), b["actions"][idx])
+        batches = minibatch_indices(rng, buf.num_steps, buf.num_envs, config.num_minibatches, recurrent,
+                                    b["actions"].device)
+        for mb, (idx, env_idx) in enumerate(batches):
+            obs = b["obs"][idx]
+            obs = obs if obs.dtype == torch.uint8 else obs.float()
+            if recurrent:
+                h0, c0 = buf.initial_lstm_state
+                out = agent.get_action_and_value(obs, (h0[:, env_idx], c0[:, env_idx]), b["starts"][idx],
+                                                 b["actions"][idx])
+            else:
+                out = agent.get_action_and_value(obs, b["actions"][idx])
             if on_minibatch is not None:
                 on_minibatch(epoch, mb, torch.exp(out.logprob - b["logprobs"][idx]).detach())
             loss = ppo_loss(out.logprob, b["logprobs"][idx], b["advantages"][idx], out.value, b["values"][idx],
@@ -282,7 +376,7 @@ def train(config: PPOConfig, run_dir: str | Path | None = None, resume: bool = F
     best_return = ckpt["best_return"] if ckpt else None
 
     envs = make_vector_env(config.env_id, config.num_envs, asynchronous=config.async_envs,
-                           norm_reward=config.norm_reward, gamma=config.gamma)
+                           norm_reward=config.norm_reward, gamma=config.gamma, **config.env_kwargs)
     obs_shape = envs.single_observation_space.shape
     n_actions = int(envs.single_action_space.n)
     agent = build_agent(config, obs_shape, n_actions).to(device)
@@ -319,7 +413,7 @@ def train(config: PPOConfig, run_dir: str | Path | None = None, resume: bool = F
         t0 = time.perf_counter()
         try:
             return evaluate(agent, config.env_id, config.eval_episodes, deterministic=not config.eval_stochastic,
-                            success_threshold=config.success_threshold, device=device)
+                            success_threshold=config.success_threshold, device=device, env_kwargs=config.env_kwargs)
         finally:
             eval_time += time.perf_counter() - t0
 
