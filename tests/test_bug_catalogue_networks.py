@@ -1,0 +1,303 @@
+"""Bug catalogue, ex01-ex02: realistic broken networks and samplers, each caught by its check with
+its specific diagnosis (selected by ``pytest -k bug``)."""
+
+import math
+
+import torch
+from torch import nn
+from torch.distributions import Categorical
+
+from ppo_course.checks import check_actor_critic, check_layer_init, check_policy_network, check_sampling
+from ppo_course.networks import layer_init
+from test_checks_networks import ActorCritic, PolicyNetwork
+
+
+def assert_caught(result, phrase):
+    assert result.status == "fail", str(result)
+    assert phrase in result.message, result.message
+
+
+# -- ex01 task 1: PolicyNetwork -----------------------------------------------------------------
+def test_bug_policy_network_returns_probabilities():
+    class Net(PolicyNetwork):
+        def forward(self, obs):
+            return torch.softmax(self.net(obs), dim=-1)
+
+    assert_caught(check_policy_network(Net, quiet=True), "forward returns probabilities (rows sum to 1)")
+
+
+def test_bug_policy_network_without_activations():
+    class Net(nn.Module):
+        def __init__(self, obs_dim, n_actions, hidden_size=64):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(obs_dim, hidden_size), nn.Linear(hidden_size, hidden_size),
+                                     nn.Linear(hidden_size, n_actions))
+
+        def forward(self, obs):
+            return self.net(obs)
+
+    assert_caught(check_policy_network(Net, quiet=True), "forward is linear in the observation")
+
+
+def test_bug_policy_network_ignores_hidden_size():
+    class Net(PolicyNetwork):
+        def __init__(self, obs_dim, n_actions, hidden_size=64):
+            super().__init__(obs_dim, n_actions, hidden_size=64)
+
+    assert_caught(check_policy_network(Net, quiet=True), "hidden_size is ignored")
+
+
+def test_bug_policy_network_layer_never_used():
+    class Net(nn.Module):
+        def __init__(self, obs_dim, n_actions, hidden_size=64):
+            super().__init__()
+            self.fc1 = nn.Linear(obs_dim, hidden_size)
+            self.fc2 = nn.Linear(hidden_size, hidden_size)
+            self.out = nn.Linear(hidden_size, n_actions)
+
+        def forward(self, obs):
+            return self.out(torch.tanh(self.fc1(obs)))  # fc2 forgotten
+
+    assert_caught(check_policy_network(Net, quiet=True), "gets no gradient")
+
+
+# -- ex01 task 2: sample_action -----------------------------------------------------------------
+def test_bug_sampling_gathers_raw_logits():
+    def sample_action(logits):
+        dist = Categorical(logits=logits)
+        action = dist.sample()
+        logprob = logits.gather(-1, action.unsqueeze(-1)).squeeze(-1)  # log of exp(logits), unnormalised
+        return action, logprob, dist.entropy()
+
+    assert_caught(check_sampling(sample_action, quiet=True), "log-probs come from unnormalised probabilities")
+
+
+def test_bug_sampling_returns_probabilities():
+    def sample_action(logits):
+        probs = torch.softmax(logits, dim=-1)
+        action = torch.multinomial(probs, 1).squeeze(-1)
+        return action, probs.gather(-1, action.unsqueeze(-1)).squeeze(-1), Categorical(logits=logits).entropy()
+
+    assert_caught(check_sampling(sample_action, quiet=True), "returned probabilities instead of log-probabilities")
+
+
+def test_bug_sampling_softmax_over_batch_dimension():
+    def sample_action(logits):
+        log_probs = torch.log_softmax(logits, dim=0)
+        dist = Categorical(logits=log_probs)
+        action = dist.sample()
+        return action, log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1), dist.entropy()
+
+    assert_caught(check_sampling(sample_action, quiet=True), "softmax over the wrong dimension (dim=0, the batch)")
+
+
+def test_bug_sampling_takes_argmax():
+    def sample_action(logits):
+        dist = Categorical(logits=logits)
+        action = logits.argmax(dim=-1)
+        return action, dist.log_prob(action), dist.entropy()
+
+    assert_caught(check_sampling(sample_action, quiet=True), "argmax instead of sampling")
+
+
+def test_bug_sampling_uniform_actions():
+    def sample_action(logits):
+        dist = Categorical(logits=logits)
+        action = torch.randint(0, logits.shape[-1], (logits.shape[0],))
+        return action, dist.log_prob(action), dist.entropy()
+
+    assert_caught(check_sampling(sample_action, quiet=True), "actions are uniformly random")
+
+
+def test_bug_sampling_entropy_wrong_sign():
+    def sample_action(logits):
+        log_probs = torch.log_softmax(logits, dim=-1)
+        action = Categorical(logits=logits).sample()
+        entropy = (log_probs.exp() * log_probs).sum(-1)  # missing minus
+        return action, log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1), entropy
+
+    assert_caught(check_sampling(sample_action, quiet=True), "entropy has the wrong sign")
+
+
+def test_bug_sampling_entropy_not_summed():
+    def sample_action(logits):
+        log_probs = torch.log_softmax(logits, dim=-1)
+        action = Categorical(logits=logits).sample()
+        entropy = -(log_probs.exp() * log_probs)  # per action, never summed
+        return action, log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1), entropy
+
+    assert_caught(check_sampling(sample_action, quiet=True), "not summed over actions")
+
+
+def test_bug_sampling_entropy_averaged():
+    def sample_action(logits):
+        log_probs = torch.log_softmax(logits, dim=-1)
+        action = Categorical(logits=logits).sample()
+        entropy = -(log_probs.exp() * log_probs).mean(-1)
+        return action, log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1), entropy
+
+    assert_caught(check_sampling(sample_action, quiet=True), "averaged over actions instead of summed")
+
+
+def test_bug_sampling_actions_shape_batch_by_one():
+    def sample_action(logits):
+        log_probs = torch.log_softmax(logits, dim=-1)
+        action = torch.multinomial(log_probs.exp(), 1)  # (batch, 1)
+        return action, log_probs.gather(-1, action), Categorical(logits=logits).entropy()
+
+    assert_caught(check_sampling(sample_action, quiet=True), "shape (batch, 1)")
+
+
+def test_bug_sampling_bare_squeeze():
+    def sample_action(logits):
+        log_probs = torch.log_softmax(logits, dim=-1)
+        action = torch.multinomial(log_probs.exp(), 1)
+        return action.squeeze(), log_probs.gather(-1, action).squeeze(), Categorical(logits=logits).entropy()
+
+    assert_caught(check_sampling(sample_action, quiet=True), "dropped the batch axis")
+
+
+def test_bug_sampling_naive_softmax_overflows():
+    def sample_action(logits):
+        probs = torch.exp(logits) / torch.exp(logits).sum(-1, keepdim=True)
+        action = Categorical(logits=logits).sample()
+        log_probs = torch.log(probs)
+        return action, log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1), Categorical(logits=logits).entropy()
+
+    assert_caught(check_sampling(sample_action, quiet=True), "exp(logits) overflowed")
+
+
+def test_bug_sampling_detached_logprob():
+    def sample_action(logits):
+        dist = Categorical(logits=logits.detach())
+        action = dist.sample()
+        return action, dist.log_prob(action), Categorical(logits=logits).entropy()
+
+    assert_caught(check_sampling(sample_action, quiet=True), "logprob is detached from the logits")
+
+
+# -- ex02 task 1: layer_init --------------------------------------------------------------------
+def test_bug_layer_init_keeps_default_weights():
+    def layer_init_(layer, std=math.sqrt(2), bias_const=0.0):
+        nn.init.constant_(layer.bias, bias_const)
+        return layer
+
+    assert_caught(check_layer_init(layer_init_, quiet=True), "weights were not changed")
+
+
+def test_bug_layer_init_gaussian_weights():
+    def layer_init_(layer, std=math.sqrt(2), bias_const=0.0):
+        nn.init.normal_(layer.weight, 0.0, std / math.sqrt(layer.weight[0].numel()))
+        if layer.bias is not None:
+            nn.init.constant_(layer.bias, bias_const)
+        return layer
+
+    assert_caught(check_layer_init(layer_init_, quiet=True), "weights are not orthogonal")
+
+
+def test_bug_layer_init_ignores_gain():
+    def layer_init_(layer, std=math.sqrt(2), bias_const=0.0):
+        nn.init.orthogonal_(layer.weight)
+        if layer.bias is not None:
+            nn.init.constant_(layer.bias, bias_const)
+        return layer
+
+    assert_caught(check_layer_init(layer_init_, quiet=True), "gain ignored")
+
+
+def test_bug_layer_init_leaves_bias():
+    def layer_init_(layer, std=math.sqrt(2), bias_const=0.0):
+        nn.init.orthogonal_(layer.weight, std)
+        return layer
+
+    assert_caught(check_layer_init(layer_init_, quiet=True), "bias not set")
+
+
+def test_bug_layer_init_returns_nothing():
+    def layer_init_(layer, std=math.sqrt(2), bias_const=0.0):
+        nn.init.orthogonal_(layer.weight, std)
+        nn.init.constant_(layer.bias, bias_const)
+
+    assert_caught(check_layer_init(layer_init_, quiet=True), "returned None")
+
+
+def test_bug_layer_init_crashes_without_bias():
+    def layer_init_(layer, std=math.sqrt(2), bias_const=0.0):
+        nn.init.orthogonal_(layer.weight, std)
+        nn.init.constant_(layer.bias, bias_const)
+        return layer
+
+    assert_caught(check_layer_init(layer_init_, quiet=True), "fails on a layer without a bias")
+
+
+# -- ex02 task 2: ActorCritic -------------------------------------------------------------------
+def test_bug_actor_critic_value_not_squeezed():
+    class Agent(ActorCritic):
+        def get_value(self, x):
+            return self.critic(x)
+
+    assert_caught(check_actor_critic(Agent, quiet=True), "broadcasts to a (batch, batch) matrix")
+
+
+def test_bug_actor_critic_value_bare_squeeze():
+    class Agent(ActorCritic):
+        def get_value(self, x):
+            return self.critic(x).squeeze()
+
+    assert_caught(check_actor_critic(Agent, quiet=True), "dropped the batch axis")
+
+
+def test_bug_actor_critic_resamples_given_action():
+    class Agent(ActorCritic):
+        def get_action_and_value(self, x, action=None):
+            dist = Categorical(logits=self.actor(x))
+            action = dist.sample()  # ignores the stored action
+            return action, dist.log_prob(action), dist.entropy(), self.get_value(x)
+
+    assert_caught(check_actor_critic(Agent, quiet=True), "you sampled a new one")
+
+
+def test_bug_actor_critic_scores_a_fresh_sample():
+    class Agent(ActorCritic):
+        def get_action_and_value(self, x, action=None):
+            dist = Categorical(logits=self.actor(x))
+            sampled = dist.sample()
+            return (sampled if action is None else action), dist.log_prob(sampled), dist.entropy(), self.get_value(x)
+
+    assert_caught(check_actor_critic(Agent, quiet=True), "the log-prob returned is not that action's")
+
+
+def test_bug_actor_critic_default_policy_head_init():
+    class Agent(ActorCritic):
+        def __init__(self, obs_dim, n_actions, hidden_size=64):
+            super().__init__(obs_dim, n_actions, hidden_size)
+            self.actor[-1] = nn.Linear(hidden_size, n_actions)  # PyTorch's default init
+
+    assert_caught(check_actor_critic(Agent, quiet=True), "the initial policy is not near-uniform")
+
+
+def test_bug_actor_critic_value_head_small_gain():
+    class Agent(ActorCritic):
+        def __init__(self, obs_dim, n_actions, hidden_size=64):
+            super().__init__(obs_dim, n_actions, hidden_size)
+            self.critic[-1] = layer_init(nn.Linear(hidden_size, 1), std=0.01)  # copy-pasted policy gain
+
+    assert_caught(check_actor_critic(Agent, quiet=True), "value head gain")
+
+
+def test_bug_actor_critic_shared_trunk():
+    class Agent(ActorCritic):
+        def __init__(self, obs_dim, n_actions, hidden_size=64):
+            super().__init__(obs_dim, n_actions, hidden_size)
+            self.critic = nn.Sequential(*self.actor[:4], layer_init(nn.Linear(hidden_size, 1), std=1.0))
+
+    assert_caught(check_actor_critic(Agent, quiet=True), "actor and critic share parameters")
+
+
+def test_bug_actor_critic_value_without_gradient():
+    class Agent(ActorCritic):
+        def get_value(self, x):
+            with torch.no_grad():
+                return self.critic(x).squeeze(-1)
+
+    assert_caught(check_actor_critic(Agent, quiet=True), "no gradient reaches the value head")
