@@ -344,6 +344,13 @@ def preprocess_frame(rgb: np.ndarray, size: tuple[int, int] = (84, 84)) -> np.nd
     return cv2.resize(gray, (size[1], size[0]), interpolation=cv2.INTER_AREA)
 
 
+def _variable(name: str):
+    """The ``vizdoom.GameVariable`` called ``name`` (e.g. ``"HEALTH"``)."""
+    import vizdoom as vzd
+
+    return getattr(vzd.GameVariable, name)
+
+
 def _new_game(scenario: str, frame_buffer: bool, screen_resolution: str, episode_timeout: int | None,
               variables: tuple[str, ...]):
     """A started DoomGame for ``scenario``: headless, the 7 shared buttons, ``variables`` registered."""
@@ -360,7 +367,7 @@ def _new_game(scenario: str, frame_buffer: bool, screen_resolution: str, episode
                            f"vizdoom.ScreenResolution name such as 'RES_160X120'") from None
     game.set_screen_format(vzd.ScreenFormat.RGB24 if frame_buffer else vzd.ScreenFormat.GRAY8)
     game.set_available_buttons([getattr(vzd.Button, b) for b in SHARED_BUTTONS])
-    game.set_available_game_variables([getattr(vzd.GameVariable, v) for v in variables])
+    game.set_available_game_variables([_variable(v) for v in variables])
     if episode_timeout is not None:
         game.set_episode_timeout(int(episode_timeout))
     game.set_mode(vzd.Mode.PLAYER)
@@ -379,7 +386,8 @@ class VizDoomGymnasiumEnv(gym.Env):
         frame_skip: engine tics per agent step (the action is held; rewards are summed).
         resolution: ``(height, width)`` of the observation.
         shaping: a :class:`DoomConfig`, or a dict of coefficient overrides on the scenario's defaults.
-        episode_timeout: episode length in engine tics (``None``: the scenario's own).
+        episode_timeout: episode length in engine tics, counted after the scenario's start tics
+            (35 tics = 1 s; ``None``: the scenario's own, e.g. 300 for basic = 75 agent steps at frame skip 4).
         screen_resolution: the engine's render size, a ``vizdoom.ScreenResolution`` name.
 
     Observation: ``(height, width)`` uint8. Info at the last step of an episode:
@@ -427,19 +435,19 @@ class VizDoomGymnasiumEnv(gym.Env):
         self._rgb = np.zeros((self.game.get_screen_height(), self.game.get_screen_width(), 3), np.uint8)
 
     # -- helpers ---------------------------------------------------------------------------------
-    def _read_variables(self) -> dict[str, float]:
-        """Registered game variables by name; after the last tic (no state) ask the engine directly."""
+    def _read(self) -> dict[str, float]:
+        """Game variables by name (and the RGB screen into ``self._rgb``) from one ``get_state()``.
+
+        After an episode's last tic there is no state: the screen keeps its last frame, and the
+        variables are asked from the engine one by one (``get_game_variable``), so the kill or the
+        damage of the final step still counts.
+        """
         state = self.game.get_state()
         if state is not None:
-            return dict(zip(self.variable_names, (float(v) for v in state.game_variables)))
+            self._rgb = state.screen_buffer  # (H, W, 3) uint8 for RGB24
+            return dict(zip(self.variable_names, state.game_variables.tolist()))
         return {name: float(self.game.get_game_variable(var))
                 for name, var in zip(self.variable_names, self._variable_enums)}
-
-    def _observe(self) -> np.ndarray:
-        state = self.game.get_state()
-        if state is not None:
-            self._rgb = np.ascontiguousarray(state.screen_buffer)  # (H, W, 3) for RGB24
-        return preprocess_frame(self._rgb, self.resolution)
 
     # -- Gymnasium API -----------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -447,21 +455,21 @@ class VizDoomGymnasiumEnv(gym.Env):
         if seed is not None:
             self.game.set_seed(int(seed) % (2**32))
         self.game.new_episode()
-        self._vars = self._read_variables()
+        self._vars = self._read()
         self._start = dict(self._vars)
         self._start_x = self._vars["POSITION_X"]
         self._max_x = self._start_x
         self._ammo_used = 0.0
         self._sums = dict.fromkeys(SHAPING_TERMS, 0.0)
         self._native_return = 0.0
-        return self._observe(), {}
+        return preprocess_frame(self._rgb, self.resolution), {}
 
     def step(self, action):
         if not self.action_space.contains(action):
             raise ValueError(f"action {action!r} is not in {self.action_space}")
         native = float(self.game.make_action(self._action_lists[int(action)], self.frame_skip))
         finished = self.game.is_episode_finished()
-        vars = self._read_variables()
+        vars = self._read()
         terms = shaping_terms(self._vars, vars, self._max_x, self.config, native)
         reward = sum(terms.values())
         ammo_delta = sum(vars[k] for k in AMMO_POOLS) - sum(self._vars[k] for k in AMMO_POOLS)
@@ -471,7 +479,7 @@ class VizDoomGymnasiumEnv(gym.Env):
         for k, v in terms.items():
             self._sums[k] += v
         self._vars = vars
-        obs = self._observe()
+        obs = preprocess_frame(self._rgb, self.resolution)
         truncated = bool(finished and self.game.is_episode_timeout_reached() and not self.game.is_player_dead())
         terminated = bool(finished and not truncated)
         info: dict[str, Any] = {}
