@@ -1,0 +1,176 @@
+"""The bug catalogue, ex04: realistic broken PPO losses, each caught by its check with its specific diagnosis.
+
+Every test here is a deliberately broken implementation; ``pytest -k bug`` selects exactly this
+catalogue (and ex05's), so nothing else in these files may carry that word.
+"""
+
+import pytest
+import torch
+
+from ppo_course.checks import check_approx_kl, check_clipped_surrogate, check_ppo_loss, check_value_loss
+
+from test_checks_loss import clipped_surrogate, value_loss
+
+
+def _assert_caught(result, phrase):
+    assert result.status == "fail", (result.status, result.message)
+    assert phrase in result.message, result.message
+
+
+# ---------------------------------------------------------------- clipped surrogate
+def test_bug_surrogate_wrong_sign():
+    def broken(new, old, adv, eps):
+        ratio = torch.exp(new - old)
+        return torch.min(ratio * adv, torch.clamp(ratio, 1 - eps, 1 + eps) * adv).mean()  # maximised, not minimised
+
+    _assert_caught(check_clipped_surrogate(broken, quiet=True),
+                   "the policy loss has the wrong sign: minimising it would make good actions less likely")
+
+
+def test_bug_surrogate_max_instead_of_min():
+    def broken(new, old, adv, eps):
+        ratio = torch.exp(new - old)
+        return -torch.max(ratio * adv, torch.clamp(ratio, 1 - eps, 1 + eps) * adv).mean()
+
+    _assert_caught(check_clipped_surrogate(broken, quiet=True), "you took max instead of min of the two surrogates")
+
+
+def test_bug_surrogate_clips_advantages():
+    def broken(new, old, adv, eps):
+        ratio = torch.exp(new - old)
+        return -torch.min(ratio * adv, ratio * torch.clamp(adv, 1 - eps, 1 + eps)).mean()
+
+    _assert_caught(check_clipped_surrogate(broken, quiet=True), "clipped the advantages instead of the ratio")
+
+
+def test_bug_surrogate_ratio_of_logprobs():
+    def broken(new, old, adv, eps):
+        ratio = new / old  # "ratio of the probabilities"
+        return -torch.min(ratio * adv, torch.clamp(ratio, 1 - eps, 1 + eps) * adv).mean()
+
+    _assert_caught(check_clipped_surrogate(broken, quiet=True), "ratio is computed as new_logprobs / old_logprobs")
+
+
+def test_bug_surrogate_inverted_ratio():
+    def broken(new, old, adv, eps):
+        ratio = torch.exp(old - new)
+        return -torch.min(ratio * adv, torch.clamp(ratio, 1 - eps, 1 + eps) * adv).mean()
+
+    _assert_caught(check_clipped_surrogate(broken, quiet=True), "the ratio is inverted")
+
+
+def test_bug_surrogate_one_sided_clamp():
+    def broken(new, old, adv, eps):
+        ratio = torch.exp(new - old)
+        return -torch.min(ratio * adv, torch.clamp(ratio, max=1 + eps) * adv).mean()
+
+    _assert_caught(check_clipped_surrogate(broken, quiet=True), "clamped on one side only")
+
+
+def test_bug_surrogate_sum_over_batch():
+    def broken(new, old, adv, eps):
+        ratio = torch.exp(new - old)
+        return -torch.min(ratio * adv, torch.clamp(ratio, 1 - eps, 1 + eps) * adv).sum()
+
+    _assert_caught(check_clipped_surrogate(broken, quiet=True), "summed over the batch instead of taking the mean")
+
+
+def test_bug_surrogate_no_mean():
+    def broken(new, old, adv, eps):
+        ratio = torch.exp(new - old)
+        return -torch.min(ratio * adv, torch.clamp(ratio, 1 - eps, 1 + eps) * adv)  # per-sample losses
+
+    _assert_caught(check_clipped_surrogate(broken, quiet=True), "did you forget .mean()")
+
+
+def test_bug_surrogate_detached_ratio():
+    def broken(new, old, adv, eps):
+        ratio = torch.exp(new - old).detach()  # "the ratio is just a weight"
+        return -torch.min(ratio * adv, torch.clamp(ratio, 1 - eps, 1 + eps) * adv).mean()
+
+    _assert_caught(check_clipped_surrogate(broken, quiet=True), "carries no gradient to new_logprobs")
+
+
+# ---------------------------------------------------------------- value loss
+def test_bug_value_min_instead_of_max():
+    def broken(new, old, ret, eps):
+        clipped = old + torch.clamp(new - old, -eps, eps)
+        return 0.5 * torch.min((new - ret) ** 2, (clipped - ret) ** 2).mean()
+
+    _assert_caught(check_value_loss(broken, quiet=True), "you took min instead of max")
+
+
+def test_bug_value_clipped_around_returns():
+    def broken(new, old, ret, eps):
+        clipped = ret + torch.clamp(new - ret, -eps, eps)
+        return 0.5 * torch.max((new - ret) ** 2, (clipped - ret) ** 2).mean()
+
+    _assert_caught(check_value_loss(broken, quiet=True), "clipped around the returns instead of around the old values")
+
+
+def test_bug_value_missing_half():
+    def broken(new, old, ret, eps):
+        clipped = old + torch.clamp(new - old, -eps, eps)
+        return torch.max((new - ret) ** 2, (clipped - ret) ** 2).mean()
+
+    _assert_caught(check_value_loss(broken, quiet=True), "the 0.5 factor is missing")
+
+
+def test_bug_value_broadcast_column():
+    def broken(new, old, ret, eps):
+        new, old = new.unsqueeze(-1), old.unsqueeze(-1)  # a critic output of shape (batch, 1)
+        clipped = old + torch.clamp(new - old, -eps, eps)
+        return 0.5 * torch.max((new - ret) ** 2, (clipped - ret) ** 2).mean()
+
+    _assert_caught(check_value_loss(broken, quiet=True), "broadcasts to (batch, batch)")
+
+
+# ---------------------------------------------------------------- total loss
+def _total(new_lp, old_lp, adv, new_v, old_v, ret, ent, clip, vf, c2, *, entropy_sign=-1.0, normalise=True,
+           swap=False, recompute_returns=False):
+    if normalise:
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    if recompute_returns:
+        ret = adv + new_v  # "the return is the advantage plus the value"
+    if swap:
+        vf, c2 = c2, vf
+    return (clipped_surrogate(new_lp, old_lp, adv, clip) + entropy_sign * c2 * ent.mean()
+            + vf * value_loss(new_v, old_v, ret, clip))
+
+
+def test_bug_loss_entropy_wrong_sign():
+    _assert_caught(check_ppo_loss(lambda *a: _total(*a, entropy_sign=+1.0), quiet=True),
+                   "entropy bonus has the wrong sign: minimising this loss would make the policy less random")
+
+
+def test_bug_loss_advantages_not_normalised():
+    _assert_caught(check_ppo_loss(lambda *a: _total(*a, normalise=False), quiet=True),
+                   "the advantages are not normalised")
+
+
+def test_bug_loss_coefficients_swapped():
+    _assert_caught(check_ppo_loss(lambda *a: _total(*a, swap=True), quiet=True), "the coefficients are swapped")
+
+
+def test_bug_loss_value_targets_not_detached():
+    _assert_caught(check_ppo_loss(lambda *a: _total(*a, recompute_returns=True), quiet=True),
+                   "value targets are not detached")
+
+
+@pytest.mark.filterwarnings("ignore:std\\(\\):UserWarning")
+def test_bug_loss_nan_for_single_sample():
+    def broken(new_lp, old_lp, adv, new_v, old_v, ret, ent, clip, vf, c2):
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)  # std of one sample is NaN
+        return clipped_surrogate(new_lp, old_lp, adv, clip) - c2 * ent.mean() + vf * value_loss(new_v, old_v, ret,
+                                                                                                 clip)
+
+    _assert_caught(check_ppo_loss(broken, quiet=True), "a minibatch of one sample gives a non-finite loss")
+
+
+# ---------------------------------------------------------------- approx KL
+@pytest.mark.parametrize("estimator, phrase", [
+    (lambda new, old: (old - new).mean(), "naive estimator mean(old - new)"),
+    (lambda new, old: ((torch.exp(old - new) - 1) - (old - new)).mean(), "the ratio is inverted"),
+], ids=["naive", "inverted"])
+def test_bug_approx_kl(estimator, phrase):
+    _assert_caught(check_approx_kl(estimator, quiet=True), phrase)

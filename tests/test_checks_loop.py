@@ -1,0 +1,142 @@
+"""The ex05 checks: the reference ppo_update passes, stubs report "todo", crashes report "error"."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ppo_course import losses
+from ppo_course.checks import check_ppo_update, check_training_improves
+from ppo_course.checks.loop import FAST_MARGIN, compare_with_random, make_update_batch
+
+
+def ppo_loss(new_logprobs, old_logprobs, advantages, new_values, old_values, returns, entropy,
+             clip_coef, vf_coef, ent_coef):
+    """The learner's ppo_loss from ex04 (the package's, in the exercise's signature)."""
+    return losses.ppo_loss(new_logprobs, old_logprobs, advantages, new_values, old_values, returns, entropy,
+                           clip_coef=clip_coef, vf_coef=vf_coef, ent_coef=ent_coef).loss
+
+
+# The solution notebook's reference (solutions/ex05_training_loop.ipynb).
+def ppo_update(agent, optimizer, batch, num_minibatches, update_epochs, clip_coef, vf_coef, ent_coef,
+               max_grad_norm, generator):
+    batch_size = batch["obs"].shape[0]
+    minibatch_size = batch_size // num_minibatches
+    for epoch in range(update_epochs):
+        order = torch.randperm(batch_size, generator=generator)
+        for start in range(0, batch_size, minibatch_size):
+            idx = order[start:start + minibatch_size]
+            _, new_logprobs, entropy, new_values = agent.get_action_and_value(batch["obs"][idx],
+                                                                              batch["actions"][idx])
+            loss = ppo_loss(new_logprobs, batch["logprobs"][idx], batch["advantages"][idx], new_values,
+                            batch["values"][idx], batch["returns"][idx], entropy, clip_coef, vf_coef, ent_coef)
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(agent.parameters(), max_grad_norm)
+            optimizer.step()
+
+
+def test_reference_passes():
+    result = check_ppo_update(ppo_update, quiet=True)
+    assert result.status == "pass", result.message
+    assert "shuffling, indexing" in result.message  # the watched path ran
+
+
+def test_reference_passes_without_a_global_ppo_loss():
+    """A loop that calls the package's loss directly cannot be watched, but its weights still match."""
+    def update(agent, optimizer, batch, num_minibatches, update_epochs, clip_coef, vf_coef, ent_coef,
+               max_grad_norm, generator):
+        n = len(batch["obs"])
+        for _ in range(update_epochs):
+            order = torch.randperm(n, generator=generator)
+            for idx in order.split(n // num_minibatches):
+                out = agent.get_action_and_value(batch["obs"][idx], batch["actions"][idx])
+                loss = losses.ppo_loss(out.logprob, batch["logprobs"][idx], batch["advantages"][idx], out.value,
+                                       batch["values"][idx], batch["returns"][idx], out.entropy,
+                                       clip_coef=clip_coef, vf_coef=vf_coef, ent_coef=ent_coef).loss
+                optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(agent.parameters(), max_grad_norm)
+                optimizer.step()
+
+    result = check_ppo_update(update, quiet=True)
+    assert result.status == "pass", result.message
+
+
+def test_global_namespace_restored():
+    check_ppo_update(ppo_update, quiet=True)
+    assert globals()["ppo_loss"] is ppo_loss
+
+
+def test_deterministic():
+    assert check_ppo_update(ppo_update, quiet=True) == check_ppo_update(ppo_update, quiet=True)
+
+
+def test_make_update_batch_leaves_global_rng_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    make_update_batch()
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_stub_is_todo():
+    def stub(*args):
+        raise NotImplementedError("loop over epochs and minibatches")
+
+    result = check_ppo_update(stub, quiet=True)
+    assert result.status == "todo" and result.message == "loop over epochs and minibatches"
+
+
+def test_crash_is_error_with_line():
+    def crashing(agent, optimizer, batch, *args):
+        obs = batch["observations"]  # a wrong key
+        return obs
+
+    result = check_ppo_update(crashing, quiet=True)
+    assert result.status == "error"
+    assert "KeyError" in result.message and 'obs = batch["observations"]' in result.message
+
+
+def test_training_check_without_agent_is_todo():
+    result = check_training_improves(None, quiet=True)
+    assert result.status == "todo"
+    assert "not implemented yet — train your agent first" in str(result)
+
+
+class _Uniform(nn.Module):
+    """An untrained stand-in: every action equally likely."""
+
+    def get_action_and_value(self, x, action=None):
+        dist = torch.distributions.Categorical(logits=torch.zeros(len(x), 4))
+        if action is None:
+            action = dist.sample()
+        return action, dist.log_prob(action), dist.entropy(), torch.zeros(len(x))
+
+
+def test_random_agent_does_not_pass_fast_check(monkeypatch):
+    monkeypatch.setenv("PPO_COURSE_FAST", "1")
+    result = check_training_improves(_Uniform(), episodes=10, quiet=True)
+    assert result.status == "fail" and "not better by" in result.message
+
+
+def test_shipped_agent_passes_both_modes(monkeypatch):
+    """The shipped, fully trained lander passes the fast check and the full one (>= 200)."""
+    from ppo_course.assets import pretrained_path
+    from ppo_course.trainer import load_agent
+
+    pilot, _ = load_agent(pretrained_path("lunar_lander"))
+    monkeypatch.setenv("PPO_COURSE_FAST", "1")
+    fast = check_training_improves(pilot, episodes=10, quiet=True)
+    assert fast.status == "pass", fast.message
+    monkeypatch.setenv("PPO_COURSE_FAST", "0")
+    full = check_training_improves(pilot, episodes=10, quiet=True)
+    assert full.status == "pass", full.message
+    assert "landed" in full.message
+
+
+def test_compare_with_random_is_reproducible():
+    a1, r1 = compare_with_random(_Uniform(), episodes=3)
+    a2, r2 = compare_with_random(_Uniform(), episodes=3)
+    assert np.array_equal(a1.returns, a2.returns) and np.array_equal(r1.returns, r2.returns)
+    assert FAST_MARGIN > 0
