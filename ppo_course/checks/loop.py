@@ -157,7 +157,8 @@ def _describe_loop(spy, batch, num_minibatches, update_epochs, max_grad_norm, se
                 raise Diagnosis(f"tensors indexed with different minibatch indices {where}: the {first} are rows "
                                 f"{reference_idx[:4]}… but the {name} are rows {idx[:4]}… — index every tensor "
                                 "with the same idx")
-        if idx_obs is not None and not torch.equal(forwards[k]["action"], batch["actions"][idx_obs]):
+        action = forwards[k]["action"] if idx_obs is not None else None
+        if idx_obs is not None and (action is None or not torch.equal(action, batch["actions"][idx_obs])):
             raise Diagnosis(f"the network scores actions that are not the batch's {where}: call "
                             "agent.get_action_and_value(batch['obs'][idx], batch['actions'][idx]) — without the "
                             "actions it samples new ones")
