@@ -396,6 +396,7 @@ class VizDoomGymnasiumEnv(gym.Env):
     (1.0 if the episode ended alive before the time-out: basic's monster killed, deadly_corridor's
     vest reached), ``dead``, and ``term_<name>`` (the episode's sum of each term in
     :data:`SHAPING_TERMS`). Through a vector env it arrives as ``info["final_info"]["episode_stats"]``.
+    For plots, ``env.last_terms`` holds the last step's terms and ``env.variables`` its game variables.
 
     Raises:
         DoomEnvError: unknown scenario, bad argument, or a shaping term the scenario cannot measure.
@@ -461,6 +462,7 @@ class VizDoomGymnasiumEnv(gym.Env):
         self._max_x = self._start_x
         self._ammo_used = 0.0
         self._sums = dict.fromkeys(SHAPING_TERMS, 0.0)
+        self.last_terms = dict.fromkeys(SHAPING_TERMS, 0.0)
         self._native_return = 0.0
         return preprocess_frame(self._rgb, self.resolution), {}
 
@@ -478,6 +480,7 @@ class VizDoomGymnasiumEnv(gym.Env):
         self._native_return += native
         for k, v in terms.items():
             self._sums[k] += v
+        self.last_terms = terms
         self._vars = vars
         obs = preprocess_frame(self._rgb, self.resolution)
         truncated = bool(finished and self.game.is_episode_timeout_reached() and not self.game.is_player_dead())
@@ -497,6 +500,11 @@ class VizDoomGymnasiumEnv(gym.Env):
                 **{f"term_{k}": v for k, v in self._sums.items()},
             }
         return obs, float(reward), terminated, truncated, info
+
+    @property
+    def variables(self) -> dict[str, float]:
+        """The registered game variables after the last step (name -> value), e.g. ``["POSITION_X"]``."""
+        return dict(self._vars)
 
     def render(self):
         if self.render_mode == "rgb_array":
@@ -558,8 +566,7 @@ def make_vector_env(env_id: str, num_envs: int, asynchronous: bool = False, norm
     """
     scenario = scenario_of(env_id)
     _check_kwargs(env_kwargs)
-    DoomConfig.for_scenario(scenario, env_kwargs.get("shaping"))  # fail here, not in a subprocess
-    check_shaping(scenario, DoomConfig.for_scenario(scenario, env_kwargs.get("shaping")))
+    check_shaping(scenario, DoomConfig.for_scenario(scenario, env_kwargs.get("shaping")))  # fail here, not in a worker
     if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
         raise DoomEnvError(f"num_envs must be an int >= 1, got {num_envs!r}")
     fns = [lambda: make_env(env_id, None, **env_kwargs) for _ in range(num_envs)]
