@@ -8,6 +8,12 @@ from ppo_course.advantages import compute_gae as package_gae
 from ppo_course.checks import check_gae, check_gae_with_truncation
 
 
+@pytest.fixture(autouse=True)
+def lenient_checks(monkeypatch):
+    """These tests inspect failing results; strict mode (set by make test) would raise instead."""
+    monkeypatch.delenv("PPO_COURSE_STRICT_CHECKS", raising=False)
+
+
 # -- reference implementations (the solution notebook's code) -----------------------------------
 def compute_gae(rewards, values, dones, next_value, gamma, gae_lambda):
     num_steps = rewards.shape[0]
@@ -91,3 +97,15 @@ def test_check_is_fast():
     start = time.perf_counter()
     check_gae_with_truncation(compute_gae_with_truncation, quiet=True)
     assert time.perf_counter() - start < 1.0
+
+
+def test_strict_mode_raises_on_a_wrong_answer(monkeypatch):
+    from ppo_course.checks import CheckFailed
+
+    monkeypatch.setenv("PPO_COURSE_STRICT_CHECKS", "1")
+
+    def no_bootstrap(rewards, values, dones, next_value, gamma, gae_lambda):
+        return compute_gae(rewards, values, dones, torch.zeros_like(next_value), gamma, gae_lambda)
+
+    with pytest.raises(CheckFailed, match="no bootstrap at the rollout cut"):
+        check_gae(no_bootstrap, quiet=True)
