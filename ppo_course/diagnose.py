@@ -50,6 +50,27 @@ def _late(values: np.ndarray) -> np.ndarray:
     return values[len(values) // 2:]
 
 
+#: The "too low" rules only judge updates whose learning rate is at least this share of the first one.
+ACTIVE_LR_SHARE = 0.25
+#: One update with approx_kl above this (twice the healthy band's top) is a spike.
+KL_SPIKE = 0.1
+
+
+def _late_while_learning(data: Mapping[str, Sequence[float]], key: str) -> np.ndarray:
+    """The second half of ``key`` over the updates whose learning rate is still >= ACTIVE_LR_SHARE of its start.
+
+    With linear annealing the last updates of a healthy run are tiny by design (the learning rate
+    goes to 0), so judging "too small" over them would flag every annealed run. Without a
+    ``charts/learning_rate`` column (or with a constant one) this is the plain second half.
+    """
+    values = np.asarray(data.get(key, []), dtype=float)
+    lr = np.asarray(data.get("charts/learning_rate", []), dtype=float)
+    if len(lr) == len(values) and len(lr) and np.isfinite(lr[0]) and lr[0] > 0:
+        values = values[lr >= ACTIVE_LR_SHARE * lr[0]]
+    values = _late(values)
+    return values[np.isfinite(values)]
+
+
 def diagnose(run: str | os.PathLike | Mapping[str, Sequence[float]], min_updates: int = 8) -> list[Finding]:
     """Check a run against the debugging checklist; return the findings (empty: nothing looks wrong).
 
@@ -62,8 +83,12 @@ def diagnose(run: str | os.PathLike | Mapping[str, Sequence[float]], min_updates
 
     * entropy collapsing early: within the first quarter of the run the policy entropy falls below
       a quarter of its starting value;
-    * approx-KL too high (late median > 0.05) or too low (< 1e-4);
-    * clip fraction too high (late median > 0.3) or too low (< 0.02);
+    * approx-KL too high (late median > 0.05), or spiking (any update above 0.1 while the median is
+      fine: a few updates jumped far from the policy that collected the data);
+    * clip fraction too high (late median > 0.3);
+    * approx-KL too low (< 1e-4) or clip fraction too low (< 0.02), judged only over the updates whose
+      learning rate is still at least a quarter of its start: an annealed run's last updates are
+      small by design;
     * explained variance <= 0 late in training: the critic predicts the returns no better than a constant;
     * value loss diverging: the last quarter's mean is over 10x the first quarter's and still rising;
     * flat returns: the last fifth of episode returns is no better than the first fifth.
@@ -82,26 +107,40 @@ def diagnose(run: str | os.PathLike | Mapping[str, Sequence[float]], min_updates
             f"quarter of training",
             "raise ent_coef (or --preset explore), lower the learning rate, or use fewer update_epochs"))
 
-    kl = np.median(_late(_series(data, "train/approx_kl"))) if len(_series(data, "train/approx_kl")) else math.nan
+    kl_all = _series(data, "train/approx_kl")
+    kl = np.median(_late(kl_all)) if len(kl_all) else math.nan
+    kl_active = _late_while_learning(data, "train/approx_kl")
+    kl_low = np.median(kl_active) if len(kl_active) else kl
     lo, hi = HEALTHY_RANGES["train/approx_kl"]
+    spikes = np.flatnonzero(np.asarray(data.get("train/approx_kl", []), dtype=float) > KL_SPIKE)
     if kl > hi:
         findings.append(Finding("approx-KL too high", f"median approx_kl {kl:.3f} > {hi}: each update moves the "
                                 "policy far from the one that collected the data",
                                 "lower learning_rate, use fewer update_epochs, or set target_kl (e.g. 0.02)"))
-    elif kl < lo:
-        findings.append(Finding("approx-KL too low", f"median approx_kl {kl:.1e} < {lo:g}: the policy hardly changes",
-                                "raise learning_rate or update_epochs"))
+    elif len(spikes):
+        steps = np.asarray(data.get("global_step", []), dtype=float)
+        worst = spikes[np.argmax(np.asarray(data["train/approx_kl"], dtype=float)[spikes])]
+        where = f" at step {steps[worst]:.0f}" if len(steps) > worst else ""
+        findings.append(Finding("approx-KL spikes", f"{len(spikes)} update(s) had approx_kl > {KL_SPIKE} (max "
+                                f"{float(data['train/approx_kl'][worst]):.2f}{where}) although the median, {kl:.3f}, "
+                                "is healthy: some updates jumped far from the data", "check that clipping is on "
+                                "(clip_coef 0.1-0.3), set target_kl (e.g. 0.02), or lower learning_rate"))
+    if kl <= hi and kl_low < lo:
+        findings.append(Finding("approx-KL too low", f"median approx_kl {kl_low:.1e} < {lo:g} while the learning rate "
+                                "was still high: the policy hardly changes", "raise learning_rate or update_epochs"))
 
     clip = _series(data, "train/clip_fraction")
     if len(clip):
         cf = float(np.median(_late(clip)))
+        active = _late_while_learning(data, "train/clip_fraction")
         lo, hi = HEALTHY_RANGES["train/clip_fraction"]
         if cf > hi:
             findings.append(Finding("clip fraction too high", f"median clip_fraction {cf:.2f} > {hi}: most samples hit "
                                     "the clip, so their gradient is zero", "lower learning_rate or update_epochs"))
-        elif cf < lo:
-            findings.append(Finding("clip fraction too low", f"median clip_fraction {cf:.3f} < {lo}: the clip is never "
-                                    "active (or clipping is off)", "raise learning_rate; check clip_coef"))
+        elif len(active) and (cf := float(np.median(active))) < lo:
+            findings.append(Finding("clip fraction too low", f"median clip_fraction {cf:.3f} < {lo} while the learning "
+                                    "rate was still high: the clip is never active (or clipping is off)",
+                                    "raise learning_rate; check clip_coef"))
 
     ev = _series(data, "train/explained_variance")
     if len(ev) and np.median(_late(ev)) <= 0:

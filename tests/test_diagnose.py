@@ -62,3 +62,33 @@ def test_a_short_run_is_not_judged():
 
 def test_report_says_when_a_run_is_too_short():
     assert report(healthy(4)).startswith("? too short to judge: 4 updates")
+
+
+def annealed(n=N):
+    """A healthy run whose learning rate anneals linearly to 0, and whose clip fraction and KL shrink with it."""
+    data = healthy(n)
+    lr = 3e-4 * (1 - np.arange(n) / n)
+    data["charts/learning_rate"] = lr
+    data["train/clip_fraction"] = 0.12 * lr / lr[0]
+    data["train/approx_kl"] = 0.01 * (lr / lr[0]) ** 2
+    return data
+
+
+def test_an_annealed_run_is_not_called_too_quiet_for_its_quiet_end():
+    data = annealed()
+    late_clip = np.median(data["train/clip_fraction"][N // 2:])
+    assert late_clip < 0.05  # the plain late median would be judged against 0.02 ...
+    assert diagnose(data) == []  # ... but only the updates with lr >= 25 % of its start are
+
+
+def test_a_run_that_never_clips_is_still_too_quiet_when_annealed():
+    data = {**annealed(), "train/clip_fraction": np.zeros(N)}
+    assert [f.symptom for f in diagnose(data)] == ["clip fraction too low"]
+
+
+def test_kl_spikes_are_named_even_when_the_median_is_healthy():
+    kl = np.full(N, 0.01)
+    kl[[5, 17, 30]] = [0.15, 0.57, 0.2]
+    findings = diagnose({**healthy(), "train/approx_kl": kl})
+    assert [f.symptom for f in findings] == ["approx-KL spikes"]
+    assert "3 update(s)" in findings[0].evidence and "max 0.57 at step 36864" in findings[0].evidence
