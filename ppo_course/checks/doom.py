@@ -1,0 +1,3 @@
+"""Checks for the exercises (being written)."""
+
+__all__: list[str] = []
