@@ -4,6 +4,7 @@
     ppo-course train --logdir runs/lunar --resume [--total-timesteps 800000]
     ppo-course eval  --logdir runs/lunar --episodes 100 [--stochastic] [--checkpoint latest.pt]
     ppo-course play  --logdir runs/lunar --episodes 5 --save-gif [--gif-fps 30 --gif-dir DIR]
+    ppo-course train --env doom:basic --seed 0 --logdir runs/doom_basic [--env-kwargs '{"frame_skip": 4}']
     ppo-course doctor
     ppo-course exercises build [--check]
 
@@ -14,6 +15,7 @@ Bad input ends with one ``ppo-course: error: ...`` line on stderr and exit statu
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -37,6 +39,16 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _parse_json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"frame_skip\": 4}}', got {text!r}")
+    return value
+
+
 def _optional(parse):
     def parse_optional(text: str):
         return None if text.lower() in ("none", "null", "") else parse(text)
@@ -47,7 +59,8 @@ def _optional(parse):
 def _field_parser(annotation: Any):
     """argparse ``type=`` for a dataclass field's annotation (``int``, ``float | None``, ``bool``...)."""
     hints = {"int": int, "float": float, "str": str, "bool": _parse_bool,
-             "float | None": _optional(float), "int | None": _optional(int), "str | None": _optional(str)}
+             "float | None": _optional(float), "int | None": _optional(int), "str | None": _optional(str),
+             "dict[str, Any]": _parse_json_object}
     return hints.get(str(annotation), str)
 
 
@@ -148,7 +161,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     path, agent, config, env_id = _load_for_eval(args)
     seed = EVAL_SEED if args.seed is None else args.seed
     result = evaluate(agent, env_id, args.episodes, deterministic=not args.stochastic, seed=seed,
-                      success_threshold=config.success_threshold)
+                      success_threshold=config.success_threshold, env_kwargs=config.env_kwargs)
     mode = "stochastic" if args.stochastic else "deterministic"
     print(f"{path} on {env_id} ({mode}): {result}")
     return 0
@@ -159,10 +172,13 @@ def _cmd_play(args: argparse.Namespace) -> int:
     from .viz.recording import record_episode, save_video
 
     path, agent, config, env_id = _load_for_eval(args)
-    policy = agent_policy(agent, deterministic=not args.stochastic)
     gif_dir = Path(args.gif_dir) if args.gif_dir else Path(args.logdir) / "gifs"
     seed0 = EVAL_SEED if args.seed is None else args.seed
     for episode in range(args.episodes):
+        # A fresh policy per episode: a recurrent agent starts each one with a blank memory and
+        # carries its LSTM state from step to step within it. The recording uses the environment's
+        # default settings (for Doom: the scenario's own reward, so the return shown is native).
+        policy = agent_policy(agent, deterministic=not args.stochastic)
         rec = record_episode(policy, env_id, seed=seed0 + episode)
         line = f"episode {episode + 1}: return {rec.episode_return:.1f}, {rec.length} steps"
         if args.save_gif:

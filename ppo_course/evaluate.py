@@ -31,25 +31,41 @@ class EvalResult:
     returns: np.ndarray  #: (episodes,) float64 undiscounted episode returns
     lengths: np.ndarray  #: (episodes,) int64 episode lengths in environment steps
     success_threshold: float | None = None
+    #: per-episode statistics the environment reports at an episode's end (Doom's
+    #: ``info["episode_stats"]``: kills, max_progress, native_return, success, ...), each (episodes,)
+    stats: dict[str, np.ndarray] = field(default_factory=dict)
     mean_return: float = field(init=False)
     std_return: float = field(init=False)
-    success_rate: float = field(init=False)  #: fraction with return >= threshold (NaN without one)
+    #: fraction with return >= threshold; without a threshold, the environment's own ``success``
+    #: flag where it reports one (Doom: monster killed / vest reached), else NaN
+    success_rate: float = field(init=False)
 
     def __post_init__(self) -> None:
         self.mean_return = float(np.mean(self.returns))
         self.std_return = float(np.std(self.returns))
-        self.success_rate = (float(np.mean(self.returns >= self.success_threshold))
-                             if self.success_threshold is not None else float("nan"))
+        if self.success_threshold is not None:
+            self.success_rate = float(np.mean(self.returns >= self.success_threshold))
+        elif "success" in self.stats:
+            self.success_rate = float(np.mean(self.stats["success"]))
+        else:
+            self.success_rate = float("nan")
 
     def metrics(self) -> dict[str, float]:
-        """As ``eval/*`` metrics for the logger."""
-        return {"eval/mean_return": self.mean_return, "eval/std_return": self.std_return,
-                "eval/success_rate": self.success_rate, "eval/mean_length": float(np.mean(self.lengths))}
+        """As ``eval/*`` metrics for the logger (plus ``eval/<stat>`` means of the environment's statistics)."""
+        out = {"eval/mean_return": self.mean_return, "eval/std_return": self.std_return,
+               "eval/success_rate": self.success_rate, "eval/mean_length": float(np.mean(self.lengths))}
+        out.update({f"eval/{k}": float(np.mean(v)) for k, v in self.stats.items()})
+        return out
 
     def __str__(self) -> str:
         text = f"mean return {self.mean_return:.1f} ± {self.std_return:.1f} over {len(self.returns)} episodes"
         if self.success_threshold is not None:
             text += f", success rate {self.success_rate:.0%} (return ≥ {self.success_threshold:g})"
+        elif "success" in self.stats:
+            text += f", success rate {self.success_rate:.0%}"
+        for key in ("kills", "max_progress"):
+            if key in self.stats:
+                text += f", {key.replace('_', ' ')} {np.mean(self.stats[key]):.1f}/episode"
         return text
 
 
@@ -115,9 +131,12 @@ def evaluate_policy(policy: PolicyFn, env_id: str, episodes: int = 10, seed: int
     method (:class:`RecurrentPolicy`) is told when a slot starts an episode and is called with
     ``slots=`` the running slots.
 
-    Returns are the environment's rewards summed; where the environment reports its own
-    unshaped return at the end of an episode (``info["native_return"]``, as the Doom wrapper
-    does), that is used instead, so Doom scores are the scenario's native ones.
+    Returns are the environment's rewards summed -- except where the environment reports its
+    own unshaped score at the episode's end (Doom's ``info["episode_stats"]["native_return"]``):
+    then the return is that native score, whatever shaping or reward scale the agent trained
+    with, so Doom results are in the scenario's own units (``basic``: best about 95) and compare
+    with published ones. Every statistic the environment reports there (kills, max_progress,
+    shaped_return, success, ...) is kept in :attr:`EvalResult.stats`.
 
     Args:
         env_kwargs: keyword arguments for :func:`ppo_course.envs.make_env` (e.g. Doom's ``frame_skip``).
@@ -130,6 +149,7 @@ def evaluate_policy(policy: PolicyFn, env_id: str, episodes: int = 10, seed: int
     stateful = callable(getattr(policy, "reset", None))
     envs = [make_env(env_id, **(env_kwargs or {})) for _ in range(min(episodes, max_parallel))]
     returns, lengths = np.zeros(episodes), np.zeros(episodes, dtype=np.int64)
+    stats: dict[str, np.ndarray] = {}
     slot_episode: list[int | None] = [None] * len(envs)
     obs: list[np.ndarray | None] = [None] * len(envs)
     next_episode = 0
@@ -158,13 +178,15 @@ def evaluate_policy(policy: PolicyFn, env_id: str, episodes: int = 10, seed: int
                 returns[ep] += float(reward)
                 lengths[ep] += 1
                 if terminated or truncated:
-                    if "native_return" in info:
-                        returns[ep] = float(info["native_return"])
+                    for key, value in info.get("episode_stats", {}).items():
+                        stats.setdefault(key, np.full(episodes, np.nan))[ep] = float(value)
+                    if "native_return" in info.get("episode_stats", {}):
+                        returns[ep] = float(info["episode_stats"]["native_return"])
                     start(slot)
     finally:
         for env in envs:
             env.close()
-    return EvalResult(returns, lengths, success_threshold)
+    return EvalResult(returns, lengths, success_threshold, stats)
 
 
 def agent_policy(agent: torch.nn.Module, deterministic: bool = True, device: str | torch.device = "cpu") -> PolicyFn:

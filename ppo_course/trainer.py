@@ -104,6 +104,8 @@ class RolloutCollector:
         self.lstm_state = agent.initial_state(self.num_envs, self.device) if self.recurrent else None
         self.episode_returns: list[float] = []  #: returns of episodes finished in the last rollout
         self.episode_lengths: list[int] = []
+        #: statistics the env reports for those episodes (Doom: ``info["final_info"]["episode_stats"]``)
+        self.episode_stats: list[dict[str, float]] = []
 
     def _net_input(self, obs: np.ndarray) -> torch.Tensor:
         """Observations as the network's input: float32 vectors (no copy on the CPU), or uint8 pixels as they
@@ -141,7 +143,7 @@ class RolloutCollector:
         starts = np.zeros((T, N), dtype=np.float32)
         actions, logprobs, values = [], [], []  # per-step (N,) tensors, stacked once at the end
         final_values = torch.zeros((T, N), device=self.device)
-        self.episode_returns, self.episode_lengths = [], []
+        self.episode_returns, self.episode_lengths, self.episode_stats = [], [], []
         next_obs, initial_lstm_state = self.next_obs, self.lstm_state
         for t in range(T):
             obs[t], starts[t] = next_obs, self.next_start
@@ -170,6 +172,10 @@ class RolloutCollector:
                 for i in np.flatnonzero(info["_episode"]):
                     self.episode_returns.append(float(info["episode"]["r"][i]))
                     self.episode_lengths.append(int(info["episode"]["l"][i]))
+                stats = info.get("final_info", {}).get("episode_stats")
+                if stats is not None:
+                    for i in np.flatnonzero(info["final_info"]["_episode_stats"]):
+                        self.episode_stats.append({k: float(v[i]) for k, v in stats.items() if not k.startswith("_")})
         self.next_obs = next_obs
         next_value = self._value(next_obs)
         as_tensor = lambda a: torch.as_tensor(a, device=self.device)  # noqa: E731
@@ -455,6 +461,9 @@ def train(config: PPOConfig, run_dir: str | Path | None = None, resume: bool = F
                                             if collector.episode_lengths else math.nan),
                 **stats.metrics(),
             }
+            for key in ("kills", "max_progress", "success", "native_return"):  # Doom's episode statistics
+                if collector.episode_stats and key in collector.episode_stats[0]:
+                    row[f"rollout/{key}"] = float(np.mean([s[key] for s in collector.episode_stats]))
             due = (config.eval_interval > 0 and global_step // config.eval_interval > prev_step // config.eval_interval)
             if due or global_step >= config.total_timesteps:
                 last_eval = run_eval()

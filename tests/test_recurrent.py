@@ -1,0 +1,268 @@
+"""The recurrent (CNN + LSTM) agent and recurrent PPO: memory resets, exact re-unrolling, real short runs.
+
+Most tests use ``MemoryCueEnv``, a tiny pixel task that needs memory: the first frame of an
+episode shows a cue (left or right half lit), the following frames are blank, the last one
+shows a query square, and only there does the action count (+1 if it names the cue, -1 if
+not). A frame-stack-only agent sees the same query frame whatever the cue, so it cannot beat
+chance; an LSTM can carry the cue. It is registered with Gymnasium, so ``train``, ``evaluate``
+and the CLI run it like any other id.
+"""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+from ppo_course import PPOConfig, train
+from ppo_course.advantages import compute_gae
+from ppo_course.checkpoint import LATEST, load_checkpoint
+from ppo_course.cli import main
+from ppo_course.config import ConfigError
+from ppo_course.envs import make_vector_env
+from ppo_course.evaluate import RecurrentPolicy, evaluate
+from ppo_course.networks import CNNActorCritic, NatureCNN, RecurrentActorCritic, build_agent
+from ppo_course.trainer import RolloutCollector, load_agent, minibatch_indices, ppo_update
+
+MEMORY_ID = "PPOCourseTest/MemoryCue-v0"
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Small CNN batches run fastest on one thread (and a busy 2-core machine punishes two)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class MemoryCueEnv(gym.Env):
+    """Cue at t = 0, blank frames, query at t = length - 1; reward +-1 for naming the cue there."""
+
+    metadata = {"render_modes": ["rgb_array"]}
+
+    def __init__(self, length: int = 4, size: int = 36, render_mode=None):
+        self.length, self.size, self.render_mode = length, size, render_mode
+        self.observation_space = spaces.Box(0, 255, (1, size, size), np.uint8)
+        self.action_space = spaces.Discrete(2)
+
+    def _frame(self) -> np.ndarray:
+        f = np.zeros((1, self.size, self.size), np.uint8)
+        half, third = self.size // 2, self.size // 3
+        if self.t == 0:
+            (f[0, :, half:] if self.cue else f[0, :, :half]).fill(255)
+        elif self.t == self.length - 1:
+            f[0, third:2 * third, third:2 * third] = 255
+        return f
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.cue = 0, int(self.np_random.integers(2))
+        return self._frame(), {}
+
+    def step(self, action):
+        last = self.t == self.length - 1
+        reward = (1.0 if int(action) == self.cue else -1.0) if last else 0.0
+        self.t = 0 if last else self.t + 1
+        return self._frame(), reward, last, False, {}
+
+    def render(self):
+        return np.repeat(self._frame()[0][:, :, None], 3, axis=2)
+
+
+if MEMORY_ID not in gym.registry:
+    gym.register(MEMORY_ID, entry_point=MemoryCueEnv)
+
+
+def memory_config(**overrides) -> PPOConfig:
+    values = dict(env_id=MEMORY_ID, seed=0, total_timesteps=4096, num_envs=8, num_steps=16, num_minibatches=2,
+                  update_epochs=4, learning_rate=2e-3, anneal_lr=False, use_lstm=True, lstm_hidden_size=32,
+                  ent_coef=0.01, eval_interval=0, eval_episodes=20)
+    values.update(overrides)
+    config = PPOConfig(**values)
+    config.validate()
+    return config
+
+
+def _sharp_agent(config, seed=0):
+    """An untrained recurrent agent whose policy depends visibly on its memory (actor head x 300)."""
+    torch.manual_seed(seed)
+    agent = build_agent(config, (1, 36, 36), 2)
+    with torch.no_grad():
+        agent.actor_head.weight.mul_(300.0)
+    return agent
+
+
+def _two_rollouts(config, length=5):
+    """A rollout whose episodes end mid-rollout, started from a non-blank memory (the second one)."""
+    envs = gym.vector.SyncVectorEnv([lambda: MemoryCueEnv(length=length) for _ in range(config.num_envs)],
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    agent = _sharp_agent(config)
+    collector = RolloutCollector(envs, agent, config.num_steps, seed=0)
+    collector.collect()
+    buf, next_value = collector.collect()
+    envs.close()
+    return agent, buf, next_value
+
+
+# --------------------------------------------------------------------------------------------
+def test_shapes_and_initial_policy():
+    agent = RecurrentActorCritic((4, 84, 84), 12, lstm_hidden_size=64)
+    T, N = 3, 2
+    state = agent.initial_state(N)
+    assert state[0].shape == state[1].shape == (1, N, 64)  # PyTorch's (num_layers, batch, hidden)
+    x = torch.randint(0, 256, (T * N, 4, 84, 84), dtype=torch.uint8)  # time-major (T * N, C, H, W)
+    out = agent.get_action_and_value(x, state, torch.zeros(T * N))
+    assert out.action.shape == out.logprob.shape == out.value.shape == (T * N,)
+    assert out.lstm_state[0].shape == (1, N, 64)
+    assert torch.allclose(out.entropy, torch.full((T * N,), np.log(12.0)), atol=1e-3)  # actor gain 0.01
+    assert all(torch.all(p == 0) for n, p in agent.lstm.named_parameters() if "bias" in n)
+    assert NatureCNN((4, 84, 84)).linear.in_features == 64 * 7 * 7
+    assert isinstance(build_agent(memory_config(use_lstm=False), (1, 36, 36), 2), CNNActorCritic)
+    with pytest.raises(ValueError, match="pixel observations"):
+        build_agent(PPOConfig(use_lstm=True), (8,), 4)
+
+
+def test_done_mask_resets_the_memory():
+    torch.manual_seed(0)
+    agent = RecurrentActorCritic((1, 36, 36), 2, lstm_hidden_size=16)
+    episode_a = torch.randint(0, 256, (5, 1, 36, 36), dtype=torch.uint8)
+    first_of_b = torch.randint(0, 256, (1, 1, 36, 36), dtype=torch.uint8)
+    _, state_after_a = agent.get_states(episode_a, agent.initial_state(1), torch.tensor([1.0, 0, 0, 0, 0]))
+    assert state_after_a[0].abs().sum() > 0
+    fresh, _ = agent.get_states(first_of_b, agent.initial_state(1), torch.ones(1))
+    masked, _ = agent.get_states(first_of_b, state_after_a, torch.ones(1))
+    unmasked, _ = agent.get_states(first_of_b, state_after_a, torch.zeros(1))
+    assert torch.equal(masked, fresh)  # the new episode does not see the old one
+    assert not torch.allclose(unmasked, fresh)  # (and without the mask it would)
+    # inside one unroll: the step where done = 1 restarts from zeros, per environment
+    seq = torch.cat([episode_a, first_of_b])
+    hidden, _ = agent.get_states(seq, agent.initial_state(1), torch.tensor([1.0, 0, 0, 0, 0, 1]))
+    assert torch.allclose(hidden[-1], fresh[0], atol=1e-6)
+
+
+def test_rollout_stores_start_state_and_episode_starts():
+    config = memory_config(num_envs=4, num_steps=12)
+    agent, buf, _ = _two_rollouts(config, length=5)
+    h0, c0 = buf.initial_lstm_state
+    assert h0.shape == (1, 4, 32) and h0.abs().sum() > 0  # the second rollout starts mid-episode
+    assert buf.starts.shape == (12, 4)
+    ended = (buf.terminations + buf.truncations)[:-1]
+    assert torch.equal(buf.starts[1:], ended)  # a step starts an episode iff the previous one ended it
+    assert 0 < buf.starts[1:].sum() < buf.starts[1:].numel()  # episodes end mid-rollout
+
+
+def test_recurrent_update_reproduces_rollout_logprobs():
+    """Whole-sequence minibatches re-unrolled from the stored state: ratio = 1 before any step."""
+    config = memory_config(num_envs=4, num_steps=12, num_minibatches=2, update_epochs=2)
+    agent, buf, next_value = _two_rollouts(config, length=5)
+    adv, ret = compute_gae(buf.rewards, buf.values, buf.terminations, buf.truncations, next_value,
+                           buf.final_values, config.gamma, config.gae_lambda)
+    # With a learning rate of 0 no minibatch ever sees changed weights: every ratio, over every
+    # environment sequence and episode boundary, must be 1.
+    frozen = torch.optim.Adam(agent.parameters(), lr=0.0)
+    ratios = []
+    ppo_update(agent, frozen, buf, adv, ret, config, 0.0, np.random.default_rng(0),
+               on_minibatch=lambda epoch, mb, ratio: ratios.append(ratio))
+    assert len(ratios) == 4 and sum(r.numel() for r in ratios) == 2 * buf.actions.numel()
+    for ratio in ratios:
+        assert torch.allclose(ratio, torch.ones_like(ratio), atol=1e-5), (ratio - 1).abs().max()
+    # and with learning, the first minibatch is still exact while later ones move
+    seen = {}
+    ppo_update(agent, torch.optim.Adam(agent.parameters(), lr=1e-2), buf, adv, ret, config, 0.0,
+               np.random.default_rng(1), on_minibatch=lambda e, mb, r: seen.setdefault((e, mb), r))
+    assert torch.allclose(seen[(0, 0)], torch.ones_like(seen[(0, 0)]), atol=1e-5)
+    assert not torch.allclose(seen[(1, 0)], torch.ones_like(seen[(1, 0)]), atol=1e-3)
+
+
+def test_flat_random_minibatches_do_not_reproduce_the_rollout():
+    """Seed 000's way -- flat random minibatches unrolled from the first sample's stored state -- gets ratio != 1."""
+    config = memory_config(num_envs=4, num_steps=12)
+    agent, buf, _ = _two_rollouts(config, length=5)
+    T, N = buf.num_steps, buf.num_envs
+    with torch.no_grad():
+        # the seed's per-step snapshots: the state *before* each step (replayed exactly)
+        h, c = buf.initial_lstm_state
+        snapshots = []
+        for t in range(T):
+            snapshots.append((h.clone(), c.clone()))
+            _, (h, c) = agent.get_states(buf.obs[t], (h, c), buf.starts[t])
+        flat_obs, flat_starts = buf.obs.reshape(T * N, 1, 36, 36), buf.starts.reshape(-1)
+        flat_actions, flat_logprobs = buf.actions.reshape(-1), buf.logprobs.reshape(-1)
+        idx = torch.as_tensor(np.random.default_rng(0).permutation(T * N)[:T * N // 2])
+        t0, n0 = divmod(int(idx[0]), N)
+        state = (snapshots[t0][0][:, n0:n0 + 1], snapshots[t0][1][:, n0:n0 + 1])  # one "env" of mb samples
+        out = agent.get_action_and_value(flat_obs[idx], state, flat_starts[idx], flat_actions[idx])
+        ratio = torch.exp(out.logprob - flat_logprobs[idx])
+    assert torch.allclose(ratio[0], torch.ones(()), atol=1e-5)  # only the first sample has its own memory
+    assert (ratio - 1).abs().max() > 0.02  # the rest were fed another trajectory's memory (exact way: < 1e-5)
+
+
+def test_minibatches_are_whole_environment_sequences():
+    T, N = 5, 4
+    batches = list(minibatch_indices(np.random.default_rng(0), T, N, 2, recurrent=True))
+    assert len(batches) == 2
+    covered = torch.cat([idx for idx, _ in batches]).sort().values
+    assert torch.equal(covered, torch.arange(T * N))
+    for idx, envs in batches:
+        assert torch.equal(idx.reshape(T, -1) % N, envs.expand(T, -1))  # every step of these envs, time-major
+    with pytest.raises(ConfigError, match="must divide num_envs"):
+        list(minibatch_indices(np.random.default_rng(0), T, 6, 4, recurrent=True))
+    with pytest.raises(ConfigError, match="num_minibatches.*num_envs = 6"):
+        memory_config(num_envs=6, num_minibatches=4, num_steps=16)
+
+
+def test_lstm_agent_remembers_the_cue_and_the_frame_stack_agent_cannot():
+    lstm = train(memory_config(), None, progress=False)
+    # On these 20 fixed evaluation seeds 13 cues are of one kind, so any policy that answers the
+    # query frame the same way every time (all a memoryless agent can do) scores at most 0.3.
+    assert lstm.last_eval.mean_return >= 0.9, lstm.last_eval
+    control = train(memory_config(use_lstm=False, total_timesteps=1024), None, progress=False)
+    assert control.last_eval.mean_return <= 0.3 + 1e-9, control.last_eval
+    assert np.isfinite(control.history[-1]["train/value_loss"])
+
+
+def test_recurrent_checkpoint_resume_evaluate_and_cli(tmp_path, capsys):
+    config = memory_config(total_timesteps=512, eval_interval=256, eval_episodes=4)
+    first = train(config, tmp_path, progress=False, tensorboard=False)
+    assert first.global_step == 512 and (tmp_path / LATEST).is_file()
+    resumed = train(config.replace(total_timesteps=768), tmp_path, resume=True, progress=False, tensorboard=False)
+    assert resumed.global_step == 768 and load_checkpoint(tmp_path / LATEST)["global_step"] == 768
+
+    agent, saved = load_agent(tmp_path / LATEST)
+    assert isinstance(agent, RecurrentActorCritic) and saved.use_lstm and saved.lstm_hidden_size == 32
+    result = evaluate(agent, MEMORY_ID, episodes=3)
+    assert len(result.returns) == 3 and np.all(np.abs(result.returns) == 1.0)
+
+    # the policy carries one memory per slot and restarts it with reset()
+    policy = RecurrentPolicy(agent)
+    env = MemoryCueEnv()
+    obs, _ = env.reset(seed=0)
+    policy(obs[None])
+    assert policy.state[0].abs().sum() > 0 and policy.starts[0] == 0.0
+    policy.reset(0)
+    assert policy.starts[0] == 1.0
+
+    assert main(["eval", "--logdir", str(tmp_path), "--checkpoint", LATEST, "--episodes", "2"]) == 0
+    assert main(["play", "--logdir", str(tmp_path), "--episodes", "1", "--save-gif"]) == 0
+    assert list((tmp_path / "gifs").glob("*.gif"))
+    assert "episode 1: return" in capsys.readouterr().out
+
+
+def test_doom_basic_runs_with_the_lstm_agent():
+    """A few steps of the real thing: doom:basic presets build the recurrent agent and train."""
+    config = PPOConfig.from_presets(["debug"], env_id="doom:basic", total_timesteps=256, eval_interval=0,
+                                    eval_episodes=1)
+    assert config.use_lstm and not config.norm_reward and config.num_envs % config.num_minibatches == 0
+    result = train(config, None, progress=False)
+    assert isinstance(result.agent, RecurrentActorCritic)
+    assert np.isfinite(result.history[-1]["train/value_loss"])
+    assert -1000 < result.last_eval.mean_return < 100  # native units (-1 per tic, -5 per shot), not scaled
+
+
+def test_env_kwargs_reach_the_environment():
+    envs = make_vector_env("doom:basic", 1, frame_stack=2)
+    assert envs.single_observation_space.shape == (2, 84, 84)
+    envs.close()
+    config = PPOConfig.from_presets(env_id="doom:deadly_corridor")
+    assert config.lstm_hidden_size == 512 and config.ent_coef_final is not None and not config.norm_reward
