@@ -327,6 +327,7 @@ def check_ppo_update(fn: Callable, quiet: bool = False) -> CheckResult:
 #: A margin of 150 is about 4 standard errors beyond what an untrained agent reaches and about 90
 #: below what the reference reaches.
 FAST_MARGIN = 150.0
+#: Full mode: LunarLander's "solved". The reference solution (400k steps, seed 0) scores 231.9 (argmax actions).
 SOLVED = 200.0
 
 
