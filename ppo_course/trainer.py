@@ -47,7 +47,7 @@ from .envs import make_vector_env
 from .evaluate import EvalResult, evaluate
 from .logging import MetricsLogger
 from .losses import explained_variance, ppo_loss
-from .networks import build_agent
+from .networks import ActionAndValue, build_agent
 from .schedules import annealed_lr, entropy_coef
 
 
@@ -151,8 +151,8 @@ class RolloutCollector:
             if self.recurrent:
                 out = self.agent.get_action_and_value(x, self.lstm_state, torch.as_tensor(starts[t], device=self.device))
                 self.lstm_state = out.lstm_state  # memory after s_t, not yet masked for a reset
-            else:
-                out = self.agent.get_action_and_value(x)
+            else:  # any (action, logprob, entropy, value) tuple will do, e.g. a learner's network in ex05
+                out = ActionAndValue(*self.agent.get_action_and_value(x))
             actions.append(out.action)
             logprobs.append(out.logprob)
             values.append(out.value)
