@@ -142,3 +142,17 @@ def test_async_vector_envs_train_too(tiny_config):
     result = train(tiny_config.replace(async_envs=True, total_timesteps=256, eval_interval=0, eval_episodes=1),
                    None, progress=False)
     assert result.global_step == 256 and np.isfinite(result.history[-1]["train/value_loss"])
+
+
+def test_the_collector_takes_a_network_that_returns_a_plain_tuple():
+    """ex05 plugs the learner's own network in; it may return (action, logprob, entropy, value) as a tuple."""
+    from ppo_course.envs import make_vector_env
+    from ppo_course.networks import MLPActorCritic
+    from ppo_course.trainer import RolloutCollector
+
+    class PlainTuple(MLPActorCritic):
+        def get_action_and_value(self, x, action=None):
+            return tuple(super().get_action_and_value(x, action))
+
+    buf, next_value = RolloutCollector(make_vector_env("CartPole-v1", 2), PlainTuple(4, 2), num_steps=8).collect()
+    assert buf.actions.shape == (8, 2) and buf.logprobs.shape == (8, 2) and next_value.shape == (2,)
