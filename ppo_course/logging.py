@@ -14,7 +14,8 @@ import os
 from pathlib import Path
 from typing import Mapping
 
-#: Columns of metrics.csv, in order.
+#: The columns every metrics.csv starts with, in order. Metrics an environment adds (Doom's
+#: ``rollout/kills``, ``eval/max_progress``, ...) become extra columns when they first appear.
 METRIC_KEYS: tuple[str, ...] = (
     "global_step",
     "update",
@@ -57,22 +58,38 @@ class MetricsLogger:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / METRICS_FILE
         kept: list[dict[str, str]] = []
+        self.fieldnames = list(METRIC_KEYS)
         if resume_step is not None and self.path.is_file():
             kept = [row for row in _read_rows(self.path) if float(row["global_step"]) <= resume_step]
-        self._file = open(self.path, "w", newline="")
-        self._csv = csv.DictWriter(self._file, fieldnames=METRIC_KEYS, extrasaction="ignore")
-        self._csv.writeheader()
-        self._csv.writerows(kept)
-        self._file.flush()
+            self.fieldnames += [k for row in kept for k in row if k not in self.fieldnames]
+            self.fieldnames = list(dict.fromkeys(self.fieldnames))
+        self._rewrite(kept)
         self._writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=resume_step)
 
+    def _rewrite(self, rows: list[dict[str, str]]) -> None:
+        """(Re)write the whole file with the current columns: at the start, and when a new column appears."""
+        if getattr(self, "_file", None) is not None:
+            self._file.close()
+        self._file = open(self.path, "w", newline="")
+        self._csv = csv.DictWriter(self._file, fieldnames=self.fieldnames, restval="")
+        self._csv.writeheader()
+        self._csv.writerows(rows)
+        self._file.flush()
+
     def log(self, metrics: Mapping[str, float]) -> None:
-        """Write one row; ``metrics`` must contain ``global_step``. Missing columns stay blank."""
+        """Write one row; ``metrics`` must contain ``global_step``. Missing columns stay blank; a metric seen
+        for the first time becomes a new column (the file is rewritten once with the wider header)."""
         step = int(metrics["global_step"])
+        new = [k for k in metrics if k not in self.fieldnames]
+        if new:
+            self._file.flush()
+            rows = _read_rows(self.path)
+            self.fieldnames += new
+            self._rewrite(rows)
         self._csv.writerow({k: _fmt(v) for k, v in metrics.items()})
         self._file.flush()
         if self._writer is not None:

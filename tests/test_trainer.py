@@ -1,5 +1,6 @@
 """Real short runs of the trainer: ratio = 1 at the start of an update, determinism, resume, divergence."""
 
+import math
 import numpy as np
 import pytest
 import torch
@@ -156,3 +157,18 @@ def test_the_collector_takes_a_network_that_returns_a_plain_tuple():
 
     buf, next_value = RolloutCollector(make_vector_env("CartPole-v1", 2), PlainTuple(4, 2), num_steps=8).collect()
     assert buf.actions.shape == (8, 2) and buf.logprobs.shape == (8, 2) and next_value.shape == (2,)
+
+
+def test_metrics_csv_grows_a_column_for_a_metric_that_appears_later(tmp_path):
+    """Doom runs add rollout/kills, eval/max_progress, ...: they must reach metrics.csv, not only TensorBoard."""
+    from ppo_course.logging import MetricsLogger, read_metrics
+
+    with MetricsLogger(tmp_path, tensorboard=False) as logger:
+        logger.log({"global_step": 1, "train/entropy": 1.0})
+        logger.log({"global_step": 2, "train/entropy": 0.9, "rollout/kills": 3.0})
+    data = read_metrics(tmp_path)
+    assert data["train/entropy"] == [1.0, 0.9]
+    assert math.isnan(data["rollout/kills"][0]) and data["rollout/kills"][1] == 3.0
+    with MetricsLogger(tmp_path, tensorboard=False, resume_step=2) as logger:  # resuming keeps the extra column
+        logger.log({"global_step": 3, "train/entropy": 0.8})
+    assert read_metrics(tmp_path)["rollout/kills"][1:] == [3.0, pytest.approx(float("nan"), nan_ok=True)]
