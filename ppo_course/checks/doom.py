@@ -44,12 +44,11 @@ def _screen(height: int, width: int, seed: int) -> np.ndarray:
     the grey weights show), a smooth gradient and fine noise (so that the resize method shows)."""
     rng = np.random.default_rng(seed)
     img = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
-    ys, xs = np.mgrid[0:height, 0:width]
-    img[: height // 3, : width // 3] = (230, 20, 20)  # red block: RGB vs BGR weights differ most
-    img[: height // 3, width // 3: 2 * width // 3] = (20, 20, 230)  # blue block
-    img[height // 3: 2 * height // 3, :, 1] = (255 * xs[height // 3: 2 * height // 3] / max(width - 1, 1)).astype(np.uint8)
-    img[2 * height // 3:, ::2] = 255 - img[2 * height // 3:, ::2]  # stripes: aliasing for nearest resize
-    del ys
+    third, two_thirds = height // 3, 2 * height // 3
+    img[:third, : width // 3] = (230, 20, 20)  # red block: RGB vs BGR weights differ most
+    img[:third, width // 3: 2 * width // 3] = (20, 20, 230)  # blue block
+    img[third:two_thirds, :, 1] = np.linspace(0, 255, width).astype(np.uint8)  # a smooth green gradient
+    img[two_thirds:, ::2] = 255 - img[two_thirds:, ::2]  # stripes: aliasing for nearest resize
     return img
 
 
@@ -228,7 +227,8 @@ def check_frame_stacker(FrameStacker, quiet: bool = False):
             for episode, frames in enumerate((first, second)):
                 for i, frame in enumerate(frames):
                     obs = stacker.reset(frame.copy()) if i == 0 else stacker.step(frame.copy())
-                    call = "reset(g0)" if (episode and i == 0) else ("reset(f0)" if i == 0 else f"step({'fg'[episode]}{i})")
+                    letter = "fg"[episode]
+                    call = f"reset({letter}0)" if i == 0 else f"step({letter}{i})"
                     if hasattr(obs, "detach") and hasattr(obs, "numpy"):
                         raise Diagnosis(f"{call} returned a torch tensor; return a NumPy array (the env's "
                                         "observation; the trainer converts it)")
@@ -288,7 +288,7 @@ def check_frame_stacker(FrameStacker, quiet: bool = False):
                 "returned stacks left unchanged by later calls")
 
     return run_check("FrameStacker", body,
-                     hint="keep the last num_frames frames; reset repeats the first frame; return np.stack(...) with the newest last",
+                     hint="keep the last num_frames frames; reset repeats the first frame; return np.stack(...), newest last",
                      quiet=quiet)
 
 
