@@ -56,6 +56,9 @@ class CheckResult:
     def __bool__(self) -> bool:
         return self.status == "pass"
 
+    def _ipython_display_(self) -> None:
+        """A check cell ends with the check's call; its line was printed already, so Jupyter shows nothing more."""
+
     def __str__(self) -> str:
         mark = {"pass": "✓", "todo": "…"}.get(self.status, "✗")
         if self.status == "todo":
