@@ -266,3 +266,15 @@ def test_env_kwargs_reach_the_environment():
     envs.close()
     config = PPOConfig.from_presets(env_id="doom:deadly_corridor")
     assert config.lstm_hidden_size == 512 and config.ent_coef_final is not None and not config.norm_reward
+
+
+def test_shipped_doom_basic_agent_loads_and_plays(tmp_path, capsys):
+    from ppo_course.assets import pretrained_path
+
+    agent, config = load_agent(pretrained_path("doom_basic"))
+    assert isinstance(agent, RecurrentActorCritic) and config.env_id == "doom:basic"
+    result = evaluate(agent, "doom:basic", episodes=3, env_kwargs=config.env_kwargs)
+    assert result.stats["kills"].sum() >= 2, result  # it finds and shoots the monster
+    assert main(["play", "--logdir", str(tmp_path), "--checkpoint", str(pretrained_path("doom_basic")),
+                 "--episodes", "1", "--save-gif", "--gif-dir", str(tmp_path)]) == 0
+    assert list(tmp_path.glob("*.gif")) and "episode 1: return" in capsys.readouterr().out

@@ -7,7 +7,7 @@ from pathlib import Path
 ASSETS = Path(__file__).resolve().parent
 
 #: name -> file; each is a normal ppo-course checkpoint (load with ppo_course.load_agent).
-PRETRAINED = {"lunar_lander": "lunar_lander.pt"}
+PRETRAINED = {"lunar_lander": "lunar_lander.pt", "doom_basic": "doom_basic.pt"}
 
 
 def pretrained_path(name: str = "lunar_lander") -> Path:
