@@ -345,12 +345,19 @@ class RecurrentActorCritic(nn.Module):
             raise ValueError(f"{features.shape[0]} observations are not T steps of {n} environments")
         features = features.reshape(-1, n, features.shape[-1])  # (T, N, features)
         keep = (1.0 - done.float()).reshape(-1, 1, n, 1)  # (T, 1, N, 1): broadcasts over (1, N, hidden)
-        h, c = lstm_state
+        # One step at a time (the mask must act between steps), each with the LSTM-cell kernel on the
+        # nn.LSTM's own parameters: the same equations as ``self.lstm`` (agreement to ~1e-6 is tested),
+        # but for one step of a small batch on the CPU about 3-5x faster than calling the full
+        # sequence LSTM, which repacks its weights on every call. Rollout and update both come here,
+        # so they compute bit-identical log-probabilities.
+        weights = (self.lstm.weight_ih_l0, self.lstm.weight_hh_l0, self.lstm.bias_ih_l0, self.lstm.bias_hh_l0)
+        h, c = lstm_state[0][0], lstm_state[1][0]  # (N, hidden)
+        keep = keep[:, 0]  # (T, N, 1)
         outputs = []
         for t in range(features.shape[0]):
-            out, (h, c) = self.lstm(features[t:t + 1], (h * keep[t], c * keep[t]))
-            outputs.append(out)
-        return torch.cat(outputs).reshape(-1, self.lstm_hidden_size), (h, c)
+            h, c = torch.lstm_cell(features[t], (h * keep[t], c * keep[t]), *weights)
+            outputs.append(h)
+        return torch.stack(outputs).reshape(-1, self.lstm_hidden_size), (h.unsqueeze(0), c.unsqueeze(0))
 
     def get_action_and_value(self, x: torch.Tensor, lstm_state: LSTMState, done: torch.Tensor,
                              action: torch.Tensor | None = None,

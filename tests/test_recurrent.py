@@ -76,7 +76,7 @@ if MEMORY_ID not in gym.registry:
 
 def memory_config(**overrides) -> PPOConfig:
     values = dict(env_id=MEMORY_ID, seed=0, total_timesteps=4096, num_envs=8, num_steps=16, num_minibatches=2,
-                  update_epochs=4, learning_rate=2e-3, anneal_lr=False, use_lstm=True, lstm_hidden_size=32,
+                  update_epochs=4, learning_rate=2e-3, anneal_lr=True, use_lstm=True, lstm_hidden_size=32,
                   ent_coef=0.01, eval_interval=0, eval_episodes=20)
     values.update(overrides)
     config = PPOConfig(**values)
@@ -278,3 +278,15 @@ def test_shipped_doom_basic_agent_loads_and_plays(tmp_path, capsys):
     assert main(["play", "--logdir", str(tmp_path), "--checkpoint", str(pretrained_path("doom_basic")),
                  "--episodes", "1", "--save-gif", "--gif-dir", str(tmp_path)]) == 0
     assert list(tmp_path.glob("*.gif")) and "episode 1: return" in capsys.readouterr().out
+
+
+def test_stepwise_unroll_matches_torch_lstm():
+    """get_states steps the nn.LSTM's parameters with the cell kernel; it must be the same function."""
+    torch.manual_seed(0)
+    agent = RecurrentActorCritic((1, 36, 36), 2, lstm_hidden_size=16)
+    x = torch.randint(0, 256, (6 * 3, 1, 36, 36), dtype=torch.uint8)
+    state = (torch.randn(1, 3, 16), torch.randn(1, 3, 16))
+    hidden, (h, c) = agent.get_states(x, state, torch.zeros(6 * 3))
+    expected, (h_ref, c_ref) = agent.lstm(agent.features(x).reshape(6, 3, -1), state)
+    assert torch.allclose(hidden, expected.reshape(-1, 16), atol=1e-5)
+    assert torch.allclose(h, h_ref, atol=1e-5) and torch.allclose(c, c_ref, atol=1e-5)
