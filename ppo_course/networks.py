@@ -329,7 +329,7 @@ class RecurrentActorCritic(nn.Module):
 
         Args:
             x: ``(T * N, C, H, W)`` observations, time-major.
-            lstm_state: ``(h, c)`` before the first step, each ``(1, N, hidden)``.
+            lstm_state: ``(h, c)`` before the first step, each ``(num_layers, N, hidden)`` (1 layer here).
             done: ``(T * N,)`` episode-start flags (1.0 = reset the memory before this step).
 
         Returns:
@@ -350,14 +350,18 @@ class RecurrentActorCritic(nn.Module):
         # but for one step of a small batch on the CPU about 3-5x faster than calling the full
         # sequence LSTM, which repacks its weights on every call. Rollout and update both come here,
         # so they compute bit-identical log-probabilities.
-        weights = (self.lstm.weight_ih_l0, self.lstm.weight_hh_l0, self.lstm.bias_ih_l0, self.lstm.bias_hh_l0)
-        h, c = lstm_state[0][0], lstm_state[1][0]  # (N, hidden)
+        layers = [tuple(getattr(self.lstm, f"{name}_l{k}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+                  for k in range(self.lstm.num_layers)]
+        h, c = list(lstm_state[0]), list(lstm_state[1])  # per layer, each (N, hidden)
         keep = keep[:, 0]  # (T, N, 1)
         outputs = []
         for t in range(features.shape[0]):
-            h, c = torch.lstm_cell(features[t], (h * keep[t], c * keep[t]), *weights)
-            outputs.append(h)
-        return torch.stack(outputs).reshape(-1, self.lstm_hidden_size), (h.unsqueeze(0), c.unsqueeze(0))
+            inp = features[t]
+            for k, weights in enumerate(layers):  # a stacked LSTM: each layer's output feeds the next
+                h[k], c[k] = torch.lstm_cell(inp, (h[k] * keep[t], c[k] * keep[t]), *weights)
+                inp = h[k]
+            outputs.append(inp)
+        return torch.stack(outputs).reshape(-1, self.lstm_hidden_size), (torch.stack(h), torch.stack(c))
 
     def get_action_and_value(self, x: torch.Tensor, lstm_state: LSTMState, done: torch.Tensor,
                              action: torch.Tensor | None = None,
