@@ -238,8 +238,9 @@ ENV_DEFAULTS: dict[str, dict[str, Any]] = {
     # shaping coefficients set the reward scale on purpose, and the critic should learn returns
     # in those units (seed 000 section 4, "Return Normalization (Explicitly Absent)") -- and
     # advantages normalised per minibatch. Minibatches are whole environment sequences, so
-    # num_minibatches divides num_envs. torch_threads 1: on a 2-core machine the second core is
-    # better spent on the game than on intra-op parallelism for small batches.
+    # num_minibatches divides num_envs. torch_threads 0 (PyTorch's default: every core): the games
+    # are child processes that wait while the network runs, so the network may use all the cores;
+    # measured on 2 cores, training on basic ran 1.6x faster (267 vs 163 steps/s) than with 1 thread.
     #
     # basic: one monster, 3 actions, episodes of at most 300 tics (75 agent steps). Native reward
     # (+101 kill, -5 per shot, -1 per tic; best about 95). Scaled by 0.01 at the source (the
@@ -268,7 +269,7 @@ ENV_DEFAULTS: dict[str, dict[str, Any]] = {
         "eval_interval": 10_240,
         "eval_episodes": 10,
         "success_threshold": 75.0,
-        "torch_threads": 1,
+        "torch_threads": 0,
     },
     # deadly_corridor: seed 000's settings -- 8 envs x 128 steps, 4 epochs, lr 2.5e-4 annealed,
     # LSTM 512 (section 5.3's (1, 8, 512)), clipping 0.2, the entropy warm-up of section 7.2
@@ -291,7 +292,7 @@ ENV_DEFAULTS: dict[str, dict[str, Any]] = {
         "lstm_hidden_size": 512,
         "eval_interval": 50_000,
         "eval_episodes": 10,
-        "torch_threads": 1,
+        "torch_threads": 0,
     },
 }
 

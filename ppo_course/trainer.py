@@ -148,15 +148,14 @@ class RolloutCollector:
         for t in range(T):
             obs[t], starts[t] = next_obs, self.next_start
             x = self._net_input(next_obs)
-            if self.recurrent:
-                out = self.agent.get_action_and_value(x, self.lstm_state, torch.as_tensor(starts[t], device=self.device))
-                self.lstm_state = out.lstm_state  # memory after s_t, not yet masked for a reset
-            else:  # any (action, logprob, entropy, value) tuple will do, e.g. a learner's network in ex05
-                # inference_mode skips autograd's version counting as well (no_grad does not): ~40 % off
-                # the MLP's per-step cost. Its outputs are stacked below, outside it, into normal tensors.
-                # (Not for the LSTM: its carried state becomes the update's initial state, which autograd
-                # must be able to save.)
-                with torch.inference_mode():
+            # inference_mode skips autograd's version counting as well (no_grad does not): ~40 % off a
+            # small network's per-step cost. Its outputs are stacked below, outside it, into normal tensors.
+            with torch.inference_mode():
+                if self.recurrent:
+                    out = self.agent.get_action_and_value(x, self.lstm_state,
+                                                          torch.as_tensor(starts[t], device=self.device))
+                    self.lstm_state = out.lstm_state  # memory after s_t, not yet masked for a reset
+                else:  # any (action, logprob, entropy, value) tuple will do, e.g. a learner's network in ex05
                     out = ActionAndValue(*self.agent.get_action_and_value(x))
             actions.append(out.action)
             logprobs.append(out.logprob)
@@ -183,6 +182,8 @@ class RolloutCollector:
                         self.episode_stats.append({k: float(v[i]) for k, v in stats.items() if not k.startswith("_")})
         self.next_obs = next_obs
         next_value = self._value(next_obs)
+        if initial_lstm_state is not None:  # the update unrolls from it with autograd on: a normal tensor
+            initial_lstm_state = tuple(s.clone() for s in initial_lstm_state)
         as_tensor = lambda a: torch.as_tensor(a, device=self.device)  # noqa: E731
         buf = RolloutBuffer(obs=as_tensor(obs), actions=torch.stack(actions), logprobs=torch.stack(logprobs),
                             values=torch.stack(values),
