@@ -55,6 +55,7 @@ bench:
 	$(MAKE) install EXTRAS=course,doom,dev,bench
 	$(PY) benchmarks/throughput.py
 	$(PY) benchmarks/lunar_time_to_solve.py
+	$(PY) benchmarks/doom_throughput.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache runs
