@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -214,6 +215,10 @@ def _cmd_exercises(args: argparse.Namespace) -> int:
     return 0
 
 
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ppo-course`` console script; returns the exit status."""
     from .checkpoint import CheckpointError
@@ -222,6 +227,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    # `kill`, `timeout` and batch schedulers stop a run with SIGTERM: treat it like Ctrl-C, so that the
+    # run keeps a consistent checkpoint and closes its environments (ViZDoom's game processes too).
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     commands = {"train": _cmd_train, "eval": _cmd_eval, "play": _cmd_play, "doctor": _cmd_doctor,
                 "exercises": _cmd_exercises}
     try:

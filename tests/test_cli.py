@@ -100,3 +100,23 @@ def test_doctor_reports_each_check():
         assert name in proc.stdout
     assert "✓ LunarLander-v3" in proc.stdout
     assert proc.returncode == 0
+
+
+def test_sigterm_stops_a_run_like_ctrl_c_and_keeps_its_checkpoint(tmp_path):
+    """`kill` / `timeout` / a batch scheduler: one line, exit 130, latest.pt still loadable, no traceback."""
+    import signal
+    import time
+
+    from ppo_course.checkpoint import load_checkpoint
+
+    proc = subprocess.Popen([*CLI, "train", "--env", "CartPole-v1", "--preset", "debug", "--logdir", str(tmp_path),
+                             "--total-timesteps", "100000000", "--eval-interval", "1024", "--eval-episodes", "1",
+                             "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "latest.pt").is_file() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert load_checkpoint(tmp_path / "latest.pt")["global_step"] > 0
