@@ -33,10 +33,12 @@ from ppo_course.envs.doom import raw_steps_per_second, scenario_of
 from ppo_course.networks import build_agent
 from ppo_course.trainer import RolloutCollector
 
+DEFAULT_THREADS = torch.get_num_threads()  # PyTorch's default for this machine, before anything changes it
+
 
 def rollout_steps_per_second(config: PPOConfig, rollouts: int) -> float:
     """Steps/s of ``RolloutCollector.collect`` (after one warm-up rollout), policy inference included."""
-    torch.set_num_threads(max(config.torch_threads, 1))
+    torch.set_num_threads(config.torch_threads or DEFAULT_THREADS)  # 0 = PyTorch's default, as in train()
     envs = make_vector_env(config.env_id, config.num_envs, asynchronous=config.async_envs, **config.env_kwargs)
     try:
         agent = build_agent(config, envs.single_observation_space.shape, envs.single_action_space.n)

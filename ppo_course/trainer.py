@@ -51,6 +51,10 @@ from .networks import ActionAndValue, build_agent
 from .schedules import annealed_lr, entropy_coef
 
 
+#: PyTorch's own thread count for this machine, read before anything changes it (torch_threads = 0 restores it).
+DEFAULT_TORCH_THREADS = torch.get_num_threads()
+
+
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite; the message names the update and the last good checkpoint."""
 
@@ -369,8 +373,7 @@ def train(config: PPOConfig, run_dir: str | Path | None = None, resume: bool = F
 
     config.validate()
     run_dir = Path(run_dir) if run_dir is not None else None
-    if config.torch_threads > 0:
-        torch.set_num_threads(config.torch_threads)
+    torch.set_num_threads(config.torch_threads or DEFAULT_TORCH_THREADS)
     device = resolve_device(config.device)
     seed_everything(config.seed)
     minibatch_rng = np.random.default_rng(config.seed)
