@@ -507,26 +507,25 @@ def check_actor_critic(ActorCritic, quiet: bool = False):
 
             # gradients: both heads, separate trunks
             params = dict(agent.named_parameters())
-            agent.zero_grad()
-            lp = agent.get_action_and_value(obs, action)[1]
-            if not lp.requires_grad:
-                raise Diagnosis("no gradient reaches the policy head from the log-probs (detached logits or "
-                                "torch.no_grad()?)")
-            lp.sum().backward()
-            actor_params = {n for n, p in params.items() if p.grad is not None and torch.any(p.grad != 0)}
-            if f"{pname}.weight" not in actor_params:
-                raise Diagnosis("no gradient reaches the policy head from the log-probs (detached logits or "
-                                "torch.no_grad()?)")
-            agent.zero_grad()
-            v = agent.get_value(obs)
-            if not v.requires_grad:
-                raise Diagnosis("no gradient reaches the value head from get_value (detached, or computed under "
-                                "torch.no_grad()?)")
-            v.sum().backward()
-            critic_params = {n for n, p in params.items() if p.grad is not None and torch.any(p.grad != 0)}
-            if f"{vname}.weight" not in critic_params:
-                raise Diagnosis("no gradient reaches the value head from get_value (detached, or computed under "
-                                "torch.no_grad()?)")
+
+            def reached_by(output_fn, head: str, message: str) -> set[str]:
+                """Names of the parameters the gradient of output_fn() reaches; it must include the head."""
+                agent.zero_grad()
+                out = output_fn()
+                if not out.requires_grad:
+                    raise Diagnosis(message)
+                out.sum().backward()
+                reached = {n for n, p in params.items() if p.grad is not None and torch.any(p.grad != 0)}
+                if f"{head}.weight" not in reached:
+                    raise Diagnosis(message)
+                return reached
+
+            actor_params = reached_by(lambda: agent.get_action_and_value(obs, action)[1], pname,
+                                      "no gradient reaches the policy head from the log-probs (detached logits "
+                                      "or torch.no_grad()?)")
+            critic_params = reached_by(lambda: agent.get_value(obs), vname,
+                                       "no gradient reaches the value head from get_value (detached, or computed "
+                                       "under torch.no_grad()?)")
             shared = sorted(actor_params & critic_params)
             if shared:
                 raise Diagnosis(f"actor and critic share parameters ({shared[0]}, ...): the exercise asks for two "
