@@ -7,9 +7,10 @@ Measures, in one process and with the trainer's default settings (16 sync envs):
   inference and storage included, the update excluded;
 * training steps/s: a short real ``train()`` run, updates included, evaluation excluded.
 
-Prints them, the peak resident memory, and last: ``rollout_efficiency = X`` (rollout ÷ raw).
+Prints them, the peak resident memory, and last: ``rollout_efficiency = X``, the median over
+alternating (raw, rollout) pairs of rollout ÷ raw.
 
-    python benchmarks/throughput.py [--steps 100000]
+    python benchmarks/throughput.py [--steps 100000] [--pairs 5]
 """
 
 from __future__ import annotations
@@ -58,16 +59,19 @@ def rollout_steps_per_second(config: PPOConfig, steps: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=100_000, help="environment steps per measurement")
+    parser.add_argument("--pairs", type=int, default=5, help="alternating (raw, rollout) measurement pairs")
     args = parser.parse_args()
     config = PPOConfig.from_presets(["defaults"], env_id="LunarLander-v3")
     print(f"# {platform.node()} · {platform.machine()} · Python {platform.python_version()} · "
           f"torch {torch.__version__} · {config.num_envs} {'async' if config.async_envs else 'sync'} envs")
-    # alternate the two measurements so that machine noise hits both alike
+    # Alternate the two measurements in short pairs and take the median of the pairs' ratios: the speed of
+    # a shared VM drifts by tens of percent from minute to minute, and a pair sees nearly the same machine.
     raw, rollout = [], []
-    for _ in range(3):
-        raw.append(raw_steps_per_second(config, args.steps // 3))
-        rollout.append(rollout_steps_per_second(config, args.steps // 3))
+    for _ in range(args.pairs):
+        raw.append(raw_steps_per_second(config, args.steps // args.pairs))
+        rollout.append(rollout_steps_per_second(config, args.steps // args.pairs))
     raw_sps, rollout_sps = float(np.median(raw)), float(np.median(rollout))
+    ratios = np.array(rollout) / np.array(raw)
     result = train(config.replace(total_timesteps=args.steps, eval_interval=0, eval_episodes=1), None,
                    progress=False, tensorboard=False)
     train_sps = result.history[-1]["charts/sps"]
@@ -76,7 +80,8 @@ def main() -> None:
     print(f"trainer rollout steps/s (policy inference, no update): {rollout_sps:,.0f}")
     print(f"trainer training steps/s (rollout + update, no evaluation): {train_sps:,.0f}")
     print(f"peak resident memory: {peak_mb:.0f} MB")
-    print(f"rollout_efficiency = {rollout_sps / raw_sps:.3f}")
+    print(f"rollout/raw of each pair: {', '.join(f'{r:.3f}' for r in ratios)}")
+    print(f"rollout_efficiency = {float(np.median(ratios)):.3f}")
 
 
 if __name__ == "__main__":

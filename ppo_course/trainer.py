@@ -47,7 +47,7 @@ from .envs import make_vector_env
 from .evaluate import EvalResult, evaluate
 from .logging import MetricsLogger
 from .losses import explained_variance, ppo_loss
-from .networks import ActionAndValue, build_agent
+from .networks import build_agent, sample_action
 from .schedules import annealed_lr, entropy_coef
 
 
@@ -98,13 +98,16 @@ class RolloutCollector:
 
     def __init__(self, envs, agent: nn.Module, num_steps: int, device: torch.device | str = "cpu", seed: int = 0):
         self.envs, self.agent, self.num_steps, self.device = envs, agent, num_steps, torch.device(device)
-        self.num_envs = envs.num_envs
+        self.num_envs, self.n_actions = envs.num_envs, envs.single_action_space.n
         obs_space = envs.single_observation_space
         self.obs_shape = tuple(obs_space.shape)
         self.obs_dtype = torch.uint8 if obs_space.dtype == np.uint8 else torch.float32
         self.next_obs, _ = envs.reset(seed=seed)  # NumPy, as the environments return it
         self.next_start = np.ones(self.num_envs, dtype=np.float32)  # 1.0: next_obs begins an episode
         self.recurrent = bool(getattr(agent, "is_recurrent", False))
+        # Small feed-forward agents only sample while stepping; log-probabilities and values of the whole
+        # rollout come from one batched pass after it (``MLPActorCritic.score_after_rollout``).
+        self.score_after_rollout = not self.recurrent and bool(getattr(agent, "score_after_rollout", False))
         self.lstm_state = agent.initial_state(self.num_envs, self.device) if self.recurrent else None
         self.episode_returns: list[float] = []  #: returns of episodes finished in the last rollout
         self.episode_lengths: list[int] = []
@@ -131,6 +134,16 @@ class RolloutCollector:
         idx = torch.as_tensor(envs, device=self.device)
         return self.agent.get_value(x, (h[:, idx], c[:, idx]), torch.zeros(len(envs), device=self.device))
 
+    def _record_episodes(self, info: dict) -> None:
+        """Keep the return, length and (Doom) statistics of the episodes that ended in this step."""
+        for i in np.flatnonzero(info["_episode"]):
+            self.episode_returns.append(float(info["episode"]["r"][i]))
+            self.episode_lengths.append(int(info["episode"]["l"][i]))
+        stats = info.get("final_info", {}).get("episode_stats")
+        if stats is not None:
+            for i in np.flatnonzero(info["final_info"]["_episode_stats"]):
+                self.episode_stats.append({k: float(v[i]) for k, v in stats.items() if not k.startswith("_")})
+
     @torch.no_grad()
     def collect(self) -> tuple[RolloutBuffer, torch.Tensor]:
         """Run one rollout of ``num_steps`` steps in every environment.
@@ -149,48 +162,55 @@ class RolloutCollector:
         final_values = torch.zeros((T, N), device=self.device)
         self.episode_returns, self.episode_lengths, self.episode_stats = [], [], []
         next_obs, initial_lstm_state = self.next_obs, self.lstm_state
-        for t in range(T):
-            obs[t], starts[t] = next_obs, self.next_start
-            x = self._net_input(next_obs)
-            # inference_mode skips autograd's version counting as well (no_grad does not): ~40 % off a
-            # small network's per-step cost. Its outputs are stacked below, outside it, into normal tensors.
-            with torch.inference_mode():
+        # inference_mode skips autograd's version counting as well (no_grad does not): ~40 % off a small
+        # network's per-step cost. Its outputs are stacked after the loop, outside it, into normal tensors.
+        with torch.inference_mode():
+            if self.score_after_rollout:  # the sampling noise of all T steps in one draw (see sample_action)
+                log_exponential = torch.empty((T, N, self.n_actions), device=self.device).exponential_().log()
+            for t in range(T):
+                obs[t], starts[t] = next_obs, self.next_start
+                x = self._net_input(next_obs)
                 if self.recurrent:
                     out = self.agent.get_action_and_value(x, self.lstm_state,
                                                           torch.as_tensor(starts[t], device=self.device))
                     self.lstm_state = out.lstm_state  # memory after s_t, not yet masked for a reset
+                    action = out.action
+                    logprobs.append(out.logprob)
+                    values.append(out.value)
+                elif self.score_after_rollout:  # the actor alone; scored after the loop
+                    action = sample_action(self.agent.get_logits(x), log_exponential=log_exponential[t])
                 else:  # any (action, logprob, entropy, value) tuple will do, e.g. a learner's network in ex05
-                    out = ActionAndValue(*self.agent.get_action_and_value(x))
-            actions.append(out.action)
-            logprobs.append(out.logprob)
-            values.append(out.value)
-            next_obs, rewards[t], terminations[t], truncations[t], info = self.envs.step(out.action.cpu().numpy())
-            if truncations[t].any():
-                # Same-step autoreset: next_obs already belongs to the new episode; the cut
-                # episode's last observation is in info["final_obs"]. Bootstrap from it.
-                # A recurrent V(final_obs) must see the *cut episode's* memory: self.lstm_state
-                # holds it (the state after s_t); the reset to zeros only happens at the next step,
-                # through next_start. So the final observation is valued from that pre-reset state
-                # with no masking, and the result is not carried on (the new episode starts blank).
-                idx = np.flatnonzero(truncations[t])
-                final = np.stack([info["final_obs"][i] for i in idx])
-                final_values[t, torch.as_tensor(idx, device=self.device)] = self._value(final, idx)
-            self.next_start = np.logical_or(terminations[t], truncations[t]).astype(np.float32)
-            if "_episode" in info:
-                for i in np.flatnonzero(info["_episode"]):
-                    self.episode_returns.append(float(info["episode"]["r"][i]))
-                    self.episode_lengths.append(int(info["episode"]["l"][i]))
-                stats = info.get("final_info", {}).get("episode_stats")
-                if stats is not None:
-                    for i in np.flatnonzero(info["final_info"]["_episode_stats"]):
-                        self.episode_stats.append({k: float(v[i]) for k, v in stats.items() if not k.startswith("_")})
+                    action, logprob, _, value = self.agent.get_action_and_value(x)
+                    logprobs.append(logprob)
+                    values.append(value)
+                actions.append(action)
+                next_obs, rewards[t], terminations[t], truncations[t], info = self.envs.step(action.cpu().numpy())
+                if truncations[t].any():
+                    # Same-step autoreset: next_obs already belongs to the new episode; the cut
+                    # episode's last observation is in info["final_obs"]. Bootstrap from it.
+                    # A recurrent V(final_obs) must see the *cut episode's* memory: self.lstm_state
+                    # holds it (the state after s_t); the reset to zeros only happens at the next step,
+                    # through next_start. So the final observation is valued from that pre-reset state
+                    # with no masking, and the result is not carried on (the new episode starts blank).
+                    idx = np.flatnonzero(truncations[t])
+                    final = np.stack([info["final_obs"][i] for i in idx])
+                    final_values[t, torch.as_tensor(idx, device=self.device)] = self._value(final, idx)
+                self.next_start = np.logical_or(terminations[t], truncations[t]).astype(np.float32)
+                if "_episode" in info:
+                    self._record_episodes(info)
         self.next_obs = next_obs
         next_value = self._value(next_obs)
         if initial_lstm_state is not None:  # the update unrolls from it with autograd on: a normal tensor
             initial_lstm_state = tuple(s.clone() for s in initial_lstm_state)
         as_tensor = lambda a: torch.as_tensor(a, device=self.device)  # noqa: E731
-        buf = RolloutBuffer(obs=as_tensor(obs), actions=torch.stack(actions), logprobs=torch.stack(logprobs),
-                            values=torch.stack(values),
+        obs, actions = as_tensor(obs), torch.stack(actions)
+        if self.score_after_rollout:  # log pi(a_t|s_t) and V(s_t) for all T x N samples in one pass
+            _, logprobs, _, values = self.agent.get_action_and_value(
+                self._net_input(obs.reshape(T * N, *self.obs_shape)), actions.reshape(T * N))
+            logprobs, values = logprobs.reshape(T, N), values.reshape(T, N)
+        else:
+            logprobs, values = torch.stack(logprobs), torch.stack(values)
+        buf = RolloutBuffer(obs=obs, actions=actions, logprobs=logprobs, values=values,
                             rewards=as_tensor(rewards), terminations=as_tensor(terminations),
                             truncations=as_tensor(truncations), final_values=final_values,
                             starts=as_tensor(starts), initial_lstm_state=initial_lstm_state)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from ppo_course.networks import MLPActorCritic, layer_init
+from ppo_course.networks import MLPActorCritic, layer_init, sample_action
 
 
 def test_layer_init_is_orthogonal_with_gain():
@@ -59,10 +59,21 @@ def test_written_out_distribution_matches_categorical():
     x = torch.randn(64, 8)
     out = agent.get_action_and_value(x)
     dist = agent.get_distribution(x)
-    assert torch.equal(out.logprob, dist.log_prob(out.action))  # bit-for-bit: the ratio starts at exactly 1
+    # log_softmax vs Categorical's logits - logsumexp: the same numbers up to float rounding
+    assert torch.allclose(out.logprob, dist.log_prob(out.action), atol=1e-6)
     assert torch.allclose(out.entropy, dist.entropy(), atol=1e-6)
     # sampling follows the distribution: empirical frequencies match the probabilities
     xs = x[:1].expand(20000, 8)
     actions = agent.get_action_and_value(xs).action
     freq = torch.bincount(actions, minlength=4).float() / len(actions)
     assert torch.allclose(freq, dist.probs[0], atol=0.02)
+
+
+def test_gumbel_max_sampler_follows_the_distribution():
+    torch.manual_seed(0)
+    log_probs = torch.log(torch.tensor([[0.1, 0.6, 0.3, 0.0]])).expand(40000, 4)
+    actions = sample_action(log_probs)
+    freq = torch.bincount(actions, minlength=4).float() / len(actions)
+    assert torch.allclose(freq, torch.tensor([0.1, 0.6, 0.3, 0.0]), atol=0.01)
+    assert freq[3] == 0  # probability 0 is never drawn
+    assert torch.equal(sample_action(log_probs[:3], deterministic=True), torch.tensor([1, 1, 1]))
