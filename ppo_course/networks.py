@@ -66,8 +66,7 @@ class MLP(nn.Module):
         return x
 
 
-def sample_action(log_probs: torch.Tensor, deterministic: bool = False,
-                  log_exponential: torch.Tensor | None = None) -> torch.Tensor:
+def sample_action(log_probs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
     """One action per row of a batch of categorical distributions, by the Gumbel-max trick.
 
     ``argmax_a(log p_a + g_a)`` with independent standard Gumbel noise ``g_a = -log(E_a)``,
@@ -81,17 +80,13 @@ def sample_action(log_probs: torch.Tensor, deterministic: bool = False,
         log_probs: ``(batch, n_actions)`` float32 normalised log-probabilities (or logits: adding a
             constant per row changes nothing).
         deterministic: return the most probable action instead of a sample.
-        log_exponential: the noise, ``log E`` with ``E ~ Exponential(1)``, same shape as
-            ``log_probs``, if drawn beforehand (a rollout draws all its steps' noise at once); None
-            draws it here.
 
     Returns:
         ``(batch,)`` int64 action indices.
     """
     if deterministic:
         return log_probs.argmax(dim=-1)
-    if log_exponential is None:
-        log_exponential = torch.empty_like(log_probs).exponential_().log()  # = -Gumbel noise
+    log_exponential = torch.empty_like(log_probs).exponential_().log()  # = -Gumbel noise
     return (log_probs - log_exponential).argmax(dim=-1)
 
 

@@ -88,6 +88,15 @@ class RolloutCollector:
     buffer gets the state the rollout started from (``initial_lstm_state``) and the flags of
     every step (``starts``), which is all the update needs to replay the memory.
 
+    For a small feed-forward agent that declares ``score_after_rollout`` (:class:`MLPActorCritic`),
+    a step runs the actor alone and samples (Gumbel-max, :func:`ppo_course.networks.sample_action`);
+    log pi(a_t | s_t) and V(s_t) of all T x N samples
+    come from one batched ``get_action_and_value(obs, actions)`` after the loop. The weights do not
+    change during a rollout, so these are the numbers a per-step call would give -- computed by the
+    very function the update calls, so the first update's ratio is exactly 1 -- at a fraction of the
+    per-step cost, which for a 64-wide MLP is PyTorch's per-operation overhead, not arithmetic
+    (``benchmarks/throughput.py``).
+
     Args:
         envs: a vector env made by :func:`ppo_course.envs.make_vector_env` (same-step autoreset).
         agent: network with ``get_action_and_value`` and ``get_value``.
@@ -98,7 +107,7 @@ class RolloutCollector:
 
     def __init__(self, envs, agent: nn.Module, num_steps: int, device: torch.device | str = "cpu", seed: int = 0):
         self.envs, self.agent, self.num_steps, self.device = envs, agent, num_steps, torch.device(device)
-        self.num_envs, self.n_actions = envs.num_envs, envs.single_action_space.n
+        self.num_envs = envs.num_envs
         obs_space = envs.single_observation_space
         self.obs_shape = tuple(obs_space.shape)
         self.obs_dtype = torch.uint8 if obs_space.dtype == np.uint8 else torch.float32
@@ -165,8 +174,6 @@ class RolloutCollector:
         # inference_mode skips autograd's version counting as well (no_grad does not): ~40 % off a small
         # network's per-step cost. Its outputs are stacked after the loop, outside it, into normal tensors.
         with torch.inference_mode():
-            if self.score_after_rollout:  # the sampling noise of all T steps in one draw (see sample_action)
-                log_exponential = torch.empty((T, N, self.n_actions), device=self.device).exponential_().log()
             for t in range(T):
                 obs[t], starts[t] = next_obs, self.next_start
                 x = self._net_input(next_obs)
@@ -178,7 +185,7 @@ class RolloutCollector:
                     logprobs.append(out.logprob)
                     values.append(out.value)
                 elif self.score_after_rollout:  # the actor alone; scored after the loop
-                    action = sample_action(self.agent.get_logits(x), log_exponential=log_exponential[t])
+                    action = sample_action(self.agent.get_logits(x))
                 else:  # any (action, logprob, entropy, value) tuple will do, e.g. a learner's network in ex05
                     action, logprob, _, value = self.agent.get_action_and_value(x)
                     logprobs.append(logprob)
