@@ -71,10 +71,10 @@ def sample_action(log_probs: torch.Tensor, deterministic: bool = False) -> torch
 
     ``argmax_a(log p_a + g_a)`` with independent standard Gumbel noise ``g_a = -log(E_a)``,
     ``E_a ~ Exponential(1)``, is distributed exactly as ``Categorical(p)`` (Gumbel 1954; Maddison
-    et al. 2014, "A* Sampling"). It costs three cheap elementwise kernels and an argmax, where
-    ``torch.multinomial`` is a heavier kernel; at rollout batch sizes this sampler is about a third
-    of the policy's per-step cost. It draws from PyTorch's global generator, so ``torch.manual_seed``
-    makes it reproducible.
+    et al. 2014, "A* Sampling"). Three elementwise kernels and an argmax: at rollout batch sizes about
+    half the time of ``torch.multinomial`` (measured between LunarLander steps, where that one call
+    was a fifth of the policy's per-step cost). It draws from PyTorch's global generator, so
+    ``torch.manual_seed`` makes it reproducible.
 
     Args:
         log_probs: ``(batch, n_actions)`` float32 normalised log-probabilities (or logits: adding a

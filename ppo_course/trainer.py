@@ -90,11 +90,11 @@ class RolloutCollector:
 
     For a small feed-forward agent that declares ``score_after_rollout`` (:class:`MLPActorCritic`),
     a step runs the actor alone and samples (Gumbel-max, :func:`ppo_course.networks.sample_action`);
-    log pi(a_t | s_t) and V(s_t) of all T x N samples
-    come from one batched ``get_action_and_value(obs, actions)`` after the loop. The weights do not
-    change during a rollout, so these are the numbers a per-step call would give -- computed by the
-    very function the update calls, so the first update's ratio is exactly 1 -- at a fraction of the
-    per-step cost, which for a 64-wide MLP is PyTorch's per-operation overhead, not arithmetic
+    log pi(a_t | s_t) and V(s_t) of all T x N samples come from one batched
+    ``get_action_and_value(obs, actions)`` after the loop. The weights do not change during a
+    rollout, so these are the numbers a per-step call would give -- computed by the very function
+    the update calls, so the first update's ratio is exactly 1 -- at a fraction of the per-step
+    cost, which for a 64-wide MLP is PyTorch's per-operation overhead, not arithmetic
     (``benchmarks/throughput.py``).
 
     Args:

@@ -145,18 +145,40 @@ def test_async_vector_envs_train_too(tiny_config):
     assert result.global_step == 256 and np.isfinite(result.history[-1]["train/value_loss"])
 
 
-def test_the_collector_takes_a_network_that_returns_a_plain_tuple():
+@pytest.mark.parametrize("score_after_rollout", [False, True])
+def test_the_collector_takes_a_network_that_returns_a_plain_tuple(score_after_rollout):
     """ex05 plugs the learner's own network in; it may return (action, logprob, entropy, value) as a tuple."""
-    from ppo_course.envs import make_vector_env
     from ppo_course.networks import MLPActorCritic
-    from ppo_course.trainer import RolloutCollector
 
     class PlainTuple(MLPActorCritic):
         def get_action_and_value(self, x, action=None):
             return tuple(super().get_action_and_value(x, action))
 
-    buf, next_value = RolloutCollector(make_vector_env("CartPole-v1", 2), PlainTuple(4, 2), num_steps=8).collect()
+    agent = PlainTuple(4, 2)
+    agent.score_after_rollout = score_after_rollout
+    buf, next_value = RolloutCollector(make_vector_env("CartPole-v1", 2), agent, num_steps=8).collect()
     assert buf.actions.shape == (8, 2) and buf.logprobs.shape == (8, 2) and next_value.shape == (2,)
+
+
+def test_scoring_after_the_rollout_gives_the_per_step_numbers():
+    """The MLP agent's rollout samples per step and scores afterwards; a per-step scoring agent with the same
+    weights and seeds must see the same actions and rewards, and the same log-probs and values to float rounding."""
+    from ppo_course.networks import MLPActorCritic
+
+    buffers = []
+    for score_after_rollout in (True, False):
+        torch.manual_seed(0)
+        agent = MLPActorCritic(4, 2)
+        agent.score_after_rollout = score_after_rollout
+        envs = make_vector_env("CartPole-v1", 4)
+        buffers.append(RolloutCollector(envs, agent, num_steps=64, seed=0).collect()[0])
+        envs.close()
+    after, per_step = buffers
+    assert after.terminations.sum() > 0  # episodes ended inside the rollout
+    for name in ("actions", "rewards", "terminations", "obs"):
+        assert torch.equal(getattr(after, name), getattr(per_step, name)), name
+    for name in ("logprobs", "values"):
+        assert torch.allclose(getattr(after, name), getattr(per_step, name), atol=1e-6), name
 
 
 def test_metrics_csv_grows_a_column_for_a_metric_that_appears_later(tmp_path):
