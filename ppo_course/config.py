@@ -49,6 +49,8 @@ class PPOConfig:
     num_envs: int = _f(16, "parallel environments in the vector env")
     num_steps: int = _f(128, "steps per environment in each rollout (batch = num_envs * num_steps)")
     async_envs: bool = _f(False, "run environments in subprocesses (AsyncVectorEnv) instead of in-process")
+    env_groups: int = _f(1, "split the envs into this many vector envs; one steps in a background thread while "
+                            "the policy acts for the next (pays when env steps release the GIL, as ViZDoom's do)")
     norm_reward: bool = _f(False, "scale rewards by a running std of the discounted return")
     # --- returns and advantages ---------------------------------------------------
     gamma: float = _f(0.99, "discount factor")
@@ -149,7 +151,7 @@ class PPOConfig:
             return ConfigError(f"{name} = {getattr(self, name)!r}: {why}")
 
         for name in ("total_timesteps", "num_envs", "num_steps", "update_epochs", "num_minibatches",
-                     "hidden_size", "num_hidden_layers", "eval_episodes", "lstm_hidden_size"):
+                     "hidden_size", "num_hidden_layers", "eval_episodes", "lstm_hidden_size", "env_groups"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise bad(name, "must be a positive integer")
@@ -179,6 +181,10 @@ class PPOConfig:
         if self.use_lstm and self.num_envs % self.num_minibatches != 0:
             raise bad("num_minibatches", f"must divide num_envs = {self.num_envs} when use_lstm is set "
                                          "(recurrent minibatches are whole environment sequences)")
+        if self.num_envs % self.env_groups != 0:
+            raise bad("env_groups", f"must divide num_envs = {self.num_envs} (each group is a vector env of equal size)")
+        if self.env_groups > 1 and self.norm_reward:
+            raise bad("env_groups", "must be 1 with norm_reward (the reward normaliser's statistics live in one vector env)")
         if not isinstance(self.use_lstm, bool):
             raise bad("use_lstm", "must be true or false")
         if not isinstance(self.env_kwargs, dict) or not all(isinstance(k, str) for k in self.env_kwargs):
@@ -241,6 +247,9 @@ ENV_DEFAULTS: dict[str, dict[str, Any]] = {
     # num_minibatches divides num_envs. torch_threads 0 (PyTorch's default: every core): the games
     # are child processes that wait while the network runs, so the network may use all the cores;
     # measured on 2 cores, training on basic ran 1.6x faster (267 vs 163 steps/s) than with 1 thread.
+    # env_groups 2: the 8 games are two vector envs of 4; while the policy acts for one, a background
+    # thread steps the other (the rollout drops PyTorch to one thread meanwhile; see RolloutCollector).
+    # The update still uses every core. benchmarks/RESULTS.md has the A/B.
     #
     # basic: one monster, 3 actions, episodes of at most 300 tics (75 agent steps). Native reward
     # (+101 kill, -5 per shot, -1 per tic; best about 95). Scaled by 0.01 at the source (the
@@ -270,6 +279,7 @@ ENV_DEFAULTS: dict[str, dict[str, Any]] = {
         "eval_episodes": 10,
         "success_threshold": 75.0,
         "torch_threads": 0,
+        "env_groups": 2,
     },
     # deadly_corridor: seed 000's settings -- 8 envs x 128 steps, 4 epochs, lr 2.5e-4 annealed,
     # LSTM 512 (section 5.3's (1, 8, 512)), clipping 0.2, the entropy warm-up of section 7.2
@@ -293,6 +303,7 @@ ENV_DEFAULTS: dict[str, dict[str, Any]] = {
         "eval_interval": 50_000,
         "eval_episodes": 10,
         "torch_threads": 0,
+        "env_groups": 2,
     },
 }
 

@@ -31,6 +31,7 @@ import math
 import random
 import time
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -76,8 +77,32 @@ def seed_everything(seed: int) -> None:
 # --------------------------------------------------------------------------------------
 # Stage 1: collecting experience
 # --------------------------------------------------------------------------------------
+def make_train_envs(config: PPOConfig):
+    """The training environments a config asks for: one vector env of ``num_envs``, or with
+    ``env_groups = G > 1`` a list of G vector envs of ``num_envs / G`` each (see :class:`RolloutCollector`).
+
+    Raises:
+        EnvironmentIdError: ``config.env_id`` is not registered.
+    """
+    def make(n: int):
+        return make_vector_env(config.env_id, n, asynchronous=config.async_envs, norm_reward=config.norm_reward,
+                               gamma=config.gamma, **config.env_kwargs)
+
+    if config.env_groups == 1:
+        return make(config.num_envs)
+    groups = []
+    try:
+        for _ in range(config.env_groups):
+            groups.append(make(config.num_envs // config.env_groups))
+    except BaseException:
+        for group in groups:
+            group.close()
+        raise
+    return groups
+
+
 class RolloutCollector:
-    """Steps a vector env with the current policy and fills a :class:`RolloutBuffer`.
+    """Steps vector envs with the current policy and fills a :class:`RolloutBuffer`.
 
     The collector owns the environments' running state (the next observation), so
     consecutive rollouts continue the same episodes: a rollout boundary is a *cut*, not an
@@ -97,31 +122,67 @@ class RolloutCollector:
     cost, which for a 64-wide MLP is PyTorch's per-operation overhead, not arithmetic
     (``benchmarks/throughput.py``).
 
+    **Env groups.** ``envs`` may also be a list of G vector envs (:func:`make_train_envs` with
+    ``config.env_groups = G``); group g's environments are the next ``g.num_envs`` columns of the
+    buffer. The collector then pipelines: a background thread steps one group while the policy
+    chooses the actions of the next, so game time hides behind inference time. Each group's
+    actions still come from that group's own latest observations -- the rollout is the same
+    kind of data, only the order of work changes. It pays when an env step spends its time outside
+    the Python interpreter (ViZDoom's engines run in child processes; OpenCV and PyTorch kernels
+    release the GIL): see ``benchmarks/doom_throughput.py``. Meanwhile PyTorch runs on one thread
+    (restored after the rollout), leaving the other cores to the group in flight and its game
+    processes; on 2 cores that beats two PyTorch threads. With one vector env nothing runs in
+    the background, and the steps happen in exactly the order of a hand-written loop (notebook 04).
+
     Args:
-        envs: a vector env made by :func:`ppo_course.envs.make_vector_env` (same-step autoreset).
+        envs: a vector env made by :func:`ppo_course.envs.make_vector_env` (same-step autoreset),
+            or a list of them with the same spaces (env groups).
         agent: network with ``get_action_and_value`` and ``get_value``.
         num_steps: steps per environment per rollout (T).
         device: where the buffer and the forward passes live.
-        seed: seed of the first ``envs.reset``.
+        seed: seed of the first reset; environment i of the rollout (across groups) gets ``seed + i``.
+
+    Raises:
+        ValueError: an empty list of groups, or groups whose spaces differ.
     """
 
     def __init__(self, envs, agent: nn.Module, num_steps: int, device: torch.device | str = "cpu", seed: int = 0):
         self.envs, self.agent, self.num_steps, self.device = envs, agent, num_steps, torch.device(device)
-        self.num_envs = envs.num_envs
-        obs_space = envs.single_observation_space
+        self.groups = list(envs) if isinstance(envs, (list, tuple)) else [envs]
+        if not self.groups:
+            raise ValueError("RolloutCollector needs at least one vector env")
+        first = self.groups[0]
+        if any(g.single_observation_space != first.single_observation_space
+               or g.single_action_space != first.single_action_space for g in self.groups):
+            raise ValueError("all env groups must have the same observation and action spaces")
+        bounds = np.cumsum([0] + [g.num_envs for g in self.groups])
+        self._slices = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]  # group g's columns
+        self.num_envs = int(bounds[-1])
+        obs_space = first.single_observation_space
         self.obs_shape = tuple(obs_space.shape)
         self.obs_dtype = torch.uint8 if obs_space.dtype == np.uint8 else torch.float32
-        self.next_obs, _ = envs.reset(seed=seed)  # NumPy, as the environments return it
-        self.next_start = np.ones(self.num_envs, dtype=np.float32)  # 1.0: next_obs begins an episode
+        # Per group, NumPy, as the environments return it. Vector reset(seed=s) seeds its env j with s + j.
+        self.next_obs = [g.reset(seed=seed + sl.start)[0] for g, sl in zip(self.groups, self._slices)]
+        self.next_start = np.ones(self.num_envs, dtype=np.float32)  # 1.0: the next observation begins an episode
         self.recurrent = bool(getattr(agent, "is_recurrent", False))
         # Small feed-forward agents only sample while stepping; log-probabilities and values of the whole
         # rollout come from one batched pass after it (``MLPActorCritic.score_after_rollout``).
         self.score_after_rollout = not self.recurrent and bool(getattr(agent, "score_after_rollout", False))
-        self.lstm_state = agent.initial_state(self.num_envs, self.device) if self.recurrent else None
+        #: per group, the LSTM state ``(h, c)`` of its environments (recurrent agents), each ``(1, n_g, hidden)``
+        self.lstm_states = ([agent.initial_state(sl.stop - sl.start, self.device) for sl in self._slices]
+                            if self.recurrent else None)
+        self._stepper = ThreadPoolExecutor(1, thread_name_prefix="env-group") if len(self.groups) > 1 else None
         self.episode_returns: list[float] = []  #: returns of episodes finished in the last rollout
         self.episode_lengths: list[int] = []
         #: statistics the env reports for those episodes (Doom: ``info["final_info"]["episode_stats"]``)
         self.episode_stats: list[dict[str, float]] = []
+
+    def close(self) -> None:
+        """Close the environments (every group) and the background stepping thread."""
+        if self._stepper is not None:
+            self._stepper.shutdown()
+        for group in self.groups:
+            group.close()
 
     def _net_input(self, obs: np.ndarray) -> torch.Tensor:
         """Observations as the network's input: float32 vectors (no copy on the CPU), or uint8 pixels as they
@@ -129,19 +190,27 @@ class RolloutCollector:
         x = torch.as_tensor(obs, device=self.device)
         return x if x.dtype == torch.uint8 else x.float()
 
-    def _value(self, obs: np.ndarray, envs: np.ndarray | None = None) -> torch.Tensor:
-        """V(obs) for the given environments (all by default), without advancing the carried LSTM state.
-
-        For a recurrent agent V depends on the episode's history, held in ``self.lstm_state``.
+    def _value(self, g: int, obs: np.ndarray, envs: np.ndarray | None = None) -> torch.Tensor:
+        """V(obs) for environments ``envs`` of group g (all of them by default), without advancing the
+        carried LSTM state. For a recurrent agent V depends on the episode's history, held in the group's state.
         """
         x = self._net_input(obs)
         if not self.recurrent:
             return self.agent.get_value(x)
-        h, c = self.lstm_state
+        h, c = self.lstm_states[g]
         if envs is None:
-            return self.agent.get_value(x, (h, c), torch.as_tensor(self.next_start, device=self.device))
+            starts = torch.as_tensor(self.next_start[self._slices[g]], device=self.device)
+            return self.agent.get_value(x, (h, c), starts)
         idx = torch.as_tensor(envs, device=self.device)
         return self.agent.get_value(x, (h[:, idx], c[:, idx]), torch.zeros(len(envs), device=self.device))
+
+    def _step(self, g: int, actions: np.ndarray) -> Future:
+        """Step group g: in the background thread when there are several groups, else right here."""
+        if self._stepper is not None:
+            return self._stepper.submit(self.groups[g].step, actions)
+        done: Future = Future()
+        done.set_result(self.groups[0].step(actions))
+        return done
 
     def _record_episodes(self, info: dict) -> None:
         """Keep the return, length and (Doom) statistics of the episodes that ended in this step."""
@@ -161,62 +230,87 @@ class RolloutCollector:
             ``(buffer, next_value)``: the filled buffer (``(T, N, ...)`` tensors) and ``(N,)``
             V of the observation after the last step, for bootstrapping at the cut.
         """
-        T, N = self.num_steps, self.num_envs
+        T, N, G = self.num_steps, self.num_envs, len(self.groups)
         # What the environments hand back is gathered in NumPy and converted once per rollout;
         # per-step tensor creation would cost more than the policy's forward pass.
         obs = np.empty((T, N, *self.obs_shape), dtype=np.uint8 if self.obs_dtype == torch.uint8 else np.float32)
-        rewards, terminations, truncations = (np.zeros((T, N), dtype=np.float32) for _ in range(3))
-        starts = np.zeros((T, N), dtype=np.float32)
-        actions, logprobs, values = [], [], []  # per-step (N,) tensors, stacked once at the end
+        rewards, terminations, truncations, starts = (np.zeros((T, N), dtype=np.float32) for _ in range(4))
+        actions, logprobs, values = ([[] for _ in range(G)] for _ in range(3))  # per group, per-step tensors
         final_values = torch.zeros((T, N), device=self.device)
         self.episode_returns, self.episode_lengths, self.episode_stats = [], [], []
-        next_obs, initial_lstm_state = self.next_obs, self.lstm_state
+        initial_lstm_states = list(self.lstm_states) if self.recurrent else None
+
+        def act(t: int, g: int) -> np.ndarray:
+            """Choose group g's actions at step t from its latest observations."""
+            sl = self._slices[g]
+            obs[t, sl], starts[t, sl] = self.next_obs[g], self.next_start[sl]
+            x = self._net_input(self.next_obs[g])
+            if self.recurrent:
+                out = self.agent.get_action_and_value(x, self.lstm_states[g],
+                                                      torch.as_tensor(starts[t, sl], device=self.device))
+                self.lstm_states[g] = out.lstm_state  # memory after s_t, not yet masked for a reset
+                action = out.action
+                logprobs[g].append(out.logprob)
+                values[g].append(out.value)
+            elif self.score_after_rollout:  # the actor alone; scored after the loop
+                action = sample_action(self.agent.get_logits(x))
+            else:  # any (action, logprob, entropy, value) tuple will do, e.g. a learner's network in ex05
+                action, logprob, _, value = self.agent.get_action_and_value(x)
+                logprobs[g].append(logprob)
+                values[g].append(value)
+            actions[g].append(action)
+            return action.cpu().numpy()
+
+        def record(t: int, g: int, result: tuple) -> None:
+            """Store what group g's environments returned for step t."""
+            sl = self._slices[g]
+            self.next_obs[g], rewards[t, sl], terminations[t, sl], truncations[t, sl], info = result
+            if truncations[t, sl].any():
+                # Same-step autoreset: next_obs already belongs to the new episode; the cut
+                # episode's last observation is in info["final_obs"]. Bootstrap from it.
+                # A recurrent V(final_obs) must see the *cut episode's* memory: the group's state
+                # holds it (the state after s_t); the reset to zeros only happens at the next step,
+                # through next_start. So the final observation is valued from that pre-reset state
+                # with no masking, and the result is not carried on (the new episode starts blank).
+                idx = np.flatnonzero(truncations[t, sl])
+                final = np.stack([info["final_obs"][i] for i in idx])
+                final_values[t, torch.as_tensor(sl.start + idx, device=self.device)] = self._value(g, final, idx)
+            self.next_start[sl] = np.logical_or(terminations[t, sl], truncations[t, sl])
+            if "_episode" in info:
+                self._record_episodes(info)
+
         # inference_mode skips autograd's version counting as well (no_grad does not): ~40 % off a small
-        # network's per-step cost. Its outputs are stacked after the loop, outside it, into normal tensors.
-        with torch.inference_mode():
-            for t in range(T):
-                obs[t], starts[t] = next_obs, self.next_start
-                x = self._net_input(next_obs)
-                if self.recurrent:
-                    out = self.agent.get_action_and_value(x, self.lstm_state,
-                                                          torch.as_tensor(starts[t], device=self.device))
-                    self.lstm_state = out.lstm_state  # memory after s_t, not yet masked for a reset
-                    action = out.action
-                    logprobs.append(out.logprob)
-                    values.append(out.value)
-                elif self.score_after_rollout:  # the actor alone; scored after the loop
-                    action = sample_action(self.agent.get_logits(x))
-                else:  # any (action, logprob, entropy, value) tuple will do, e.g. a learner's network in ex05
-                    action, logprob, _, value = self.agent.get_action_and_value(x)
-                    logprobs.append(logprob)
-                    values.append(value)
-                actions.append(action)
-                next_obs, rewards[t], terminations[t], truncations[t], info = self.envs.step(action.cpu().numpy())
-                if truncations[t].any():
-                    # Same-step autoreset: next_obs already belongs to the new episode; the cut
-                    # episode's last observation is in info["final_obs"]. Bootstrap from it.
-                    # A recurrent V(final_obs) must see the *cut episode's* memory: self.lstm_state
-                    # holds it (the state after s_t); the reset to zeros only happens at the next step,
-                    # through next_start. So the final observation is valued from that pre-reset state
-                    # with no masking, and the result is not carried on (the new episode starts blank).
-                    idx = np.flatnonzero(truncations[t])
-                    final = np.stack([info["final_obs"][i] for i in idx])
-                    final_values[t, torch.as_tensor(idx, device=self.device)] = self._value(final, idx)
-                self.next_start = np.logical_or(terminations[t], truncations[t]).astype(np.float32)
-                if "_episode" in info:
-                    self._record_episodes(info)
-        self.next_obs = next_obs
-        next_value = self._value(next_obs)
-        if initial_lstm_state is not None:  # the update unrolls from it with autograd on: a normal tensor
-            initial_lstm_state = tuple(s.clone() for s in initial_lstm_state)
+        # network's per-step cost. Its outputs are concatenated after the loop, outside it, into normal tensors.
+        pending: list[Future | None] = [None] * G
+        torch_threads = torch.get_num_threads()
+        if self._stepper is not None:  # the other cores are for the group stepping in the background
+            torch.set_num_threads(1)
+        try:
+            with torch.inference_mode():
+                for t in range(T):
+                    for g in range(G):  # several groups: group g steps in the background while g + 1 chooses
+                        if pending[g] is not None:
+                            record(t - 1, g, pending[g].result())
+                        pending[g] = self._step(g, act(t, g))
+                for g in range(G):
+                    record(T - 1, g, pending[g].result())
+                    pending[g] = None
+        finally:  # never leave a group stepping in the background (e.g. on Ctrl-C): its envs may be closed next
+            wait([p for p in pending if p is not None])
+            torch.set_num_threads(torch_threads)
+        next_value = torch.cat([self._value(g, self.next_obs[g]) for g in range(G)])
+        cat = lambda per_group: torch.cat([torch.stack(steps) for steps in per_group], dim=1)  # noqa: E731
+        initial_lstm_state = None
+        if initial_lstm_states is not None:  # the update unrolls from it with autograd on: a normal tensor
+            initial_lstm_state = tuple(torch.cat([s[k] for s in initial_lstm_states], dim=1) for k in range(2))
         as_tensor = lambda a: torch.as_tensor(a, device=self.device)  # noqa: E731
-        obs, actions = as_tensor(obs), torch.stack(actions)
+        obs, actions = as_tensor(obs), cat(actions)
         if self.score_after_rollout:  # log pi(a_t|s_t) and V(s_t) for all T x N samples in one pass
             _, logprobs, _, values = self.agent.get_action_and_value(
                 self._net_input(obs.reshape(T * N, *self.obs_shape)), actions.reshape(T * N))
             logprobs, values = logprobs.reshape(T, N), values.reshape(T, N)
         else:
-            logprobs, values = torch.stack(logprobs), torch.stack(values)
+            logprobs, values = cat(logprobs), cat(values)
         buf = RolloutBuffer(obs=obs, actions=actions, logprobs=logprobs, values=values,
                             rewards=as_tensor(rewards), terminations=as_tensor(terminations),
                             truncations=as_tensor(truncations), final_values=final_values,
@@ -417,10 +511,10 @@ def train(config: PPOConfig, run_dir: str | Path | None = None, resume: bool = F
     start_update = ckpt["update"] if ckpt else 0
     best_return = ckpt["best_return"] if ckpt else None
 
-    envs = make_vector_env(config.env_id, config.num_envs, asynchronous=config.async_envs,
-                           norm_reward=config.norm_reward, gamma=config.gamma, **config.env_kwargs)
-    obs_shape = envs.single_observation_space.shape
-    n_actions = int(envs.single_action_space.n)
+    envs = make_train_envs(config)
+    first = envs[0] if isinstance(envs, list) else envs
+    obs_shape = first.single_observation_space.shape
+    n_actions = int(first.single_action_space.n)
     agent = build_agent(config, obs_shape, n_actions).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=config.learning_rate, eps=1e-5)
     if ckpt:
@@ -530,7 +624,7 @@ def train(config: PPOConfig, run_dir: str | Path | None = None, resume: bool = F
         raise
     finally:
         bar.close()
-        envs.close()
+        collector.close()
         if logger:
             logger.close()
     return TrainResult(agent, config, run_dir, global_step, best_return, last_eval, history)

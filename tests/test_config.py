@@ -27,6 +27,9 @@ def test_smallest_preset_is_small():
     ({"num_envs": 0}, "num_envs"),
     ({"target_kl": -1.0}, "target_kl"),
     ({"ent_coef": float("nan")}, "ent_coef"),
+    ({"env_groups": 3}, "env_groups"),  # 16 envs do not split into 3 equal vector envs
+    ({"env_groups": 2, "norm_reward": True}, "env_groups"),
+    ({"env_groups": 0}, "env_groups"),
 ])
 def test_invalid_values_name_the_field(overrides, field):
     with pytest.raises(ConfigError, match=field):

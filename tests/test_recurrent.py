@@ -93,15 +93,29 @@ def _sharp_agent(config, seed=0):
     return agent
 
 
-def _two_rollouts(config, length=5):
-    """A rollout whose episodes end mid-rollout, started from a non-blank memory (the second one)."""
-    envs = gym.vector.SyncVectorEnv([lambda: MemoryCueEnv(length=length) for _ in range(config.num_envs)],
+def _cue_envs(lengths, time_limit=None):
+    """One same-step-autoreset vector env of MemoryCueEnvs of the given episode lengths (optionally time-limited)."""
+    def make(length):
+        env = MemoryCueEnv(length=length)
+        return gym.wrappers.TimeLimit(env, time_limit) if time_limit else env
+
+    return gym.vector.SyncVectorEnv([lambda n=n: make(n) for n in lengths],
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    agent = _sharp_agent(config)
-    collector = RolloutCollector(envs, agent, config.num_steps, seed=0)
+
+
+def _two_rollouts(config, length=5, groups=1, agent=None, lengths=None, time_limit=None):
+    """A rollout whose episodes end mid-rollout, started from a non-blank memory (the second one).
+
+    ``groups`` > 1 splits the envs into that many vector envs (the collector's pipelined env groups).
+    """
+    lengths = lengths or [length] * config.num_envs
+    size = len(lengths) // groups
+    envs = [_cue_envs(lengths[g * size:(g + 1) * size], time_limit) for g in range(groups)]
+    agent = agent if agent is not None else _sharp_agent(config)
+    collector = RolloutCollector(envs if groups > 1 else envs[0], agent, config.num_steps, seed=0)
     collector.collect()
     buf, next_value = collector.collect()
-    envs.close()
+    collector.close()
     return agent, buf, next_value
 
 
@@ -152,10 +166,12 @@ def test_rollout_stores_start_state_and_episode_starts():
     assert 0 < buf.starts[1:].sum() < buf.starts[1:].numel()  # episodes end mid-rollout
 
 
-def test_recurrent_update_reproduces_rollout_logprobs():
-    """Whole-sequence minibatches re-unrolled from the stored state: ratio = 1 before any step."""
+@pytest.mark.parametrize("groups", [1, 2])
+def test_recurrent_update_reproduces_rollout_logprobs(groups):
+    """Whole-sequence minibatches re-unrolled from the stored state: ratio = 1 before any step
+    (also when the rollout was collected in two pipelined env groups)."""
     config = memory_config(num_envs=4, num_steps=12, num_minibatches=2, update_epochs=2)
-    agent, buf, next_value = _two_rollouts(config, length=5)
+    agent, buf, next_value = _two_rollouts(config, length=5, groups=groups)
     adv, ret = compute_gae(buf.rewards, buf.values, buf.terminations, buf.truncations, next_value,
                            buf.final_values, config.gamma, config.gae_lambda)
     # With a learning rate of 0 no minibatch ever sees changed weights: every ratio, over every
@@ -173,6 +189,35 @@ def test_recurrent_update_reproduces_rollout_logprobs():
                np.random.default_rng(1), on_minibatch=lambda e, mb, r: seen.setdefault((e, mb), r))
     assert torch.allclose(seen[(0, 0)], torch.ones_like(seen[(0, 0)]), atol=1e-5)
     assert not torch.allclose(seen[(1, 0)], torch.ones_like(seen[(1, 0)]), atol=1e-3)
+
+
+def test_env_groups_collect_what_one_vector_env_collects():
+    """Two pipelined env groups give the rollout one vector env gives: the same frames, actions, rewards,
+    episode ends and starts (exactly), and the same log-probs, values, bootstrap values and memory to float
+    rounding. Greedy actions take sampling noise out; episodes of 4, 5 and 6 steps under a 5-step time
+    limit give terminations, truncations (bootstrapped from the cut episode's memory) and both at once."""
+    class Greedy(RecurrentActorCritic):
+        def get_action_and_value(self, *args, **kwargs):
+            return super().get_action_and_value(*args, **{**kwargs, "deterministic": True})
+
+    config = memory_config(num_envs=6, num_steps=12, num_minibatches=2)
+    lengths = [4, 5, 6, 6, 5, 4]
+    results = []
+    for groups in (1, 2):
+        torch.manual_seed(0)
+        agent = Greedy((1, 36, 36), 2, lstm_hidden_size=32)
+        with torch.no_grad():
+            agent.actor_head.weight.mul_(300.0)
+        results.append(_two_rollouts(config, groups=groups, agent=agent, lengths=lengths, time_limit=5)[1:])
+    (one, next_one), (two, next_two) = results
+    assert one.truncations.sum() > 0 and one.terminations.sum() > 0 and one.final_values.abs().sum() > 0
+    for name in ("obs", "actions", "rewards", "terminations", "truncations", "starts"):
+        assert torch.equal(getattr(one, name), getattr(two, name)), name
+    for name in ("logprobs", "values", "final_values"):
+        assert torch.allclose(getattr(one, name), getattr(two, name), atol=1e-5), name
+    assert torch.allclose(next_one, next_two, atol=1e-5)
+    for a, b in zip(one.initial_lstm_state, two.initial_lstm_state):
+        assert a.shape == b.shape == (1, 6, 32) and a.abs().sum() > 0 and torch.allclose(a, b, atol=1e-5)
 
 
 def test_flat_random_minibatches_do_not_reproduce_the_rollout():

@@ -145,6 +145,23 @@ def test_async_vector_envs_train_too(tiny_config):
     assert result.global_step == 256 and np.isfinite(result.history[-1]["train/value_loss"])
 
 
+def test_training_in_two_env_groups(tiny_config):
+    """env_groups = 2: the trainer makes two vector envs, steps one in a background thread, and closes both."""
+    from ppo_course.trainer import make_train_envs
+
+    config = tiny_config.replace(env_groups=2, norm_reward=False, total_timesteps=2 * tiny_config.batch_size,
+                                 eval_interval=0,
+                                 eval_episodes=1)
+    groups = make_train_envs(config)
+    assert [g.num_envs for g in groups] == [config.num_envs // 2] * 2
+    for g in groups:
+        g.close()
+    threads = torch.get_num_threads()
+    result = train(config, None, progress=False, tensorboard=False)
+    assert result.global_step == config.total_timesteps and np.isfinite(result.history[-1]["train/value_loss"])
+    assert torch.get_num_threads() == threads  # the rollout's one-thread setting does not leak out
+
+
 @pytest.mark.parametrize("score_after_rollout", [False, True])
 def test_the_collector_takes_a_network_that_returns_a_plain_tuple(score_after_rollout):
     """ex05 plugs the learner's own network in; it may return (action, logprob, entropy, value) as a tuple."""
