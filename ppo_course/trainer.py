@@ -101,6 +101,18 @@ def make_train_envs(config: PPOConfig):
     return groups
 
 
+class _Stepped:
+    """A step that has already happened (one env group: no background thread), with a Future's ``result()``."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def result(self):
+        return self.value
+
+
 class RolloutCollector:
     """Steps vector envs with the current policy and fills a :class:`RolloutBuffer`.
 
@@ -204,13 +216,11 @@ class RolloutCollector:
         idx = torch.as_tensor(envs, device=self.device)
         return self.agent.get_value(x, (h[:, idx], c[:, idx]), torch.zeros(len(envs), device=self.device))
 
-    def _step(self, g: int, actions: np.ndarray) -> Future:
+    def _step(self, g: int, actions: np.ndarray) -> "Future | _Stepped":
         """Step group g: in the background thread when there are several groups, else right here."""
         if self._stepper is not None:
             return self._stepper.submit(self.groups[g].step, actions)
-        done: Future = Future()
-        done.set_result(self.groups[0].step(actions))
-        return done
+        return _Stepped(self.groups[0].step(actions))
 
     def _record_episodes(self, info: dict) -> None:
         """Keep the return, length and (Doom) statistics of the episodes that ended in this step."""
@@ -281,7 +291,7 @@ class RolloutCollector:
 
         # inference_mode skips autograd's version counting as well (no_grad does not): ~40 % off a small
         # network's per-step cost. Its outputs are concatenated after the loop, outside it, into normal tensors.
-        pending: list[Future | None] = [None] * G
+        pending: list[Future | _Stepped | None] = [None] * G
         torch_threads = torch.get_num_threads()
         if self._stepper is not None:  # the other cores are for the group stepping in the background
             torch.set_num_threads(1)
@@ -296,7 +306,7 @@ class RolloutCollector:
                     record(T - 1, g, pending[g].result())
                     pending[g] = None
         finally:  # never leave a group stepping in the background (e.g. on Ctrl-C): its envs may be closed next
-            wait([p for p in pending if p is not None])
+            wait([p for p in pending if isinstance(p, Future)])
             torch.set_num_threads(torch_threads)
         next_value = torch.cat([self._value(g, self.next_obs[g]) for g in range(G)])
         cat = lambda per_group: torch.cat([torch.stack(steps) for steps in per_group], dim=1)  # noqa: E731
