@@ -201,6 +201,52 @@ class MLPActorCritic(nn.Module):
         return sample_action(self.get_logits(x), deterministic)
 
 
+def transposed(module: nn.Module, name: str) -> torch.Tensor:
+    """``module.<name>.T`` as a contiguous ``(in, out)`` matrix, for ``torch.addmm(bias, x, W_T)`` = ``x @ W.T + bias``.
+
+    The product is the one ``F.linear(x, W, bias)`` computes, but with ``W.T`` laid out row by row the
+    CPU's matrix multiply reads it in order: for a Doom rollout step (batch 4-8, the 3136 -> 512 layer
+    and the LSTM's 512 -> 2048 gates) it ran about 1.6x faster, and these layers are a third of the
+    step's policy time (``benchmarks/RESULTS.md``). With autograd on (updates) the copy is made on every
+    call -- once per minibatch, and gradients flow to ``W``; with it off (rollouts, evaluation) it is kept
+    on the module and remade whenever ``W`` changes (its version counter or its storage moves: an
+    optimiser step, ``load_state_dict``, ``.to(device)``).
+
+    Returns:
+        ``(in_features, out_features)`` float32, on ``W``'s device.
+    """
+    weight = getattr(module, name)
+    if torch.is_grad_enabled():
+        return weight.t().contiguous()
+    cache = module.__dict__.setdefault("_transposed_cache", {})
+    key = (weight._version, weight.data_ptr())
+    if name not in cache or cache[name][0] != key:
+        with torch.inference_mode(False):  # a normal tensor, usable outside inference mode too
+            cache[name] = (key, weight.detach().t().contiguous())
+    return cache[name][1]
+
+
+def lstm_step(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, w_ih_t: torch.Tensor, w_hh_t: torch.Tensor,
+              bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of an LSTM layer, the equations of ``torch.nn.LSTM`` (Hochreiter and Schmidhuber, 1997)::
+
+        i, f, g, o = split(x W_ih^T + h W_hh^T + b_ih + b_hh)      (PyTorch's gate order)
+        c' = sigmoid(f) * c + sigmoid(i) * tanh(g);   h' = sigmoid(o) * tanh(c')
+
+    Args:
+        x: ``(N, input_size)``; h, c: ``(N, hidden)``.
+        w_ih_t, w_hh_t: ``(input_size, 4 * hidden)`` and ``(hidden, 4 * hidden)``, the transposed weights
+            (:func:`transposed`); bias: ``(4 * hidden,)`` = ``b_ih + b_hh``.
+
+    Returns:
+        ``(h', c')``, each ``(N, hidden)``.
+    """
+    gates = torch.addmm(bias, x, w_ih_t).addmm_(h, w_hh_t)
+    i, f, g, o = gates.chunk(4, dim=1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
 class NatureCNN(nn.Module):
     """The DQN Nature paper's encoder (Mnih et al. 2015; seed 000 section 3): stacked frames -> 512 features.
 
@@ -234,7 +280,7 @@ class NatureCNN(nn.Module):
         self.features_dim = features_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.linear(self.convs(x.float() / 255.0)))
+        return F.relu(torch.addmm(self.linear.bias, self.convs(x.float() / 255.0), transposed(self.linear, "weight")))
 
 
 class CNNActorCritic(nn.Module):
@@ -372,20 +418,21 @@ class RecurrentActorCritic(nn.Module):
             raise ValueError(f"{features.shape[0]} observations are not T steps of {n} environments")
         features = features.reshape(-1, n, features.shape[-1])  # (T, N, features)
         keep = (1.0 - done.float()).reshape(-1, 1, n, 1)  # (T, 1, N, 1): broadcasts over (1, N, hidden)
-        # One step at a time (the mask must act between steps), each with the LSTM-cell kernel on the
-        # nn.LSTM's own parameters: the same equations as ``self.lstm`` (agreement to ~1e-6 is tested),
-        # but for one step of a small batch on the CPU about 3-5x faster than calling the full
-        # sequence LSTM, which repacks its weights on every call. Rollout and update both come here,
-        # so they compute bit-identical log-probabilities.
-        layers = [tuple(getattr(self.lstm, f"{name}_l{k}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
-                  for k in range(self.lstm.num_layers)]
+        # One step at a time (the mask must act between steps), each with :func:`lstm_step` on the
+        # nn.LSTM's own parameters: the same equations as ``self.lstm`` (agreement is tested), but for
+        # one step of a small batch on the CPU several times faster than calling the full sequence
+        # LSTM, which repacks its weights on every call. Rollout and update both come here, so they
+        # compute the same log-probabilities.
+        lstm = self.lstm
+        layers = [(transposed(lstm, f"weight_ih_l{k}"), transposed(lstm, f"weight_hh_l{k}"),
+                   getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}")) for k in range(lstm.num_layers)]
         h, c = list(lstm_state[0]), list(lstm_state[1])  # per layer, each (N, hidden)
         keep = keep[:, 0]  # (T, N, 1)
         outputs = []
         for t in range(features.shape[0]):
             inp = features[t]
             for k, weights in enumerate(layers):  # a stacked LSTM: each layer's output feeds the next
-                h[k], c[k] = torch.lstm_cell(inp, (h[k] * keep[t], c[k] * keep[t]), *weights)
+                h[k], c[k] = lstm_step(inp, h[k] * keep[t], c[k] * keep[t], *weights)
                 inp = h[k]
             outputs.append(inp)
         return torch.stack(outputs).reshape(-1, self.lstm_hidden_size), (torch.stack(h), torch.stack(c))

@@ -326,7 +326,7 @@ def test_shipped_doom_basic_agent_loads_and_plays(tmp_path, capsys):
 
 
 def test_stepwise_unroll_matches_torch_lstm():
-    """get_states steps the nn.LSTM's parameters with the cell kernel; it must be the same function."""
+    """get_states steps the nn.LSTM's parameters with lstm_step; it must be the same function."""
     torch.manual_seed(0)
     agent = RecurrentActorCritic((1, 36, 36), 2, lstm_hidden_size=16)
     x = torch.randint(0, 256, (6 * 3, 1, 36, 36), dtype=torch.uint8)
