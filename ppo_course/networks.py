@@ -206,8 +206,8 @@ def transposed(module: nn.Module, name: str) -> torch.Tensor:
 
     The product is the one ``F.linear(x, W, bias)`` computes, but with ``W.T`` laid out row by row the
     CPU's matrix multiply reads it in order: for a Doom rollout step (batch 4-8, the 3136 -> 512 layer
-    and the LSTM's 512 -> 2048 gates) it ran about 1.6x faster, and these layers are a third of the
-    step's policy time (``benchmarks/RESULTS.md``). With autograd on (updates) the copy is made on every
+    and the LSTM's 512 -> 2048 gates) it ran 1.5-1.6x faster, and these layers take about a third of
+    the step's policy time (``benchmarks/RESULTS.md``). With autograd on (updates) the copy is made on every
     call -- once per minibatch, and gradients flow to ``W``; with it off (rollouts, evaluation) it is kept
     on the module and remade whenever ``W`` changes (its version counter or its storage moves: an
     optimiser step, ``load_state_dict``, ``.to(device)``).
