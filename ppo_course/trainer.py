@@ -135,9 +135,9 @@ class RolloutCollector:
     (``benchmarks/throughput.py``).
 
     **Env groups.** ``envs`` may also be a list of G vector envs (:func:`make_train_envs` with
-    ``config.env_groups = G``); group g's environments are the next ``g.num_envs`` columns of the
-    buffer. The collector then pipelines: a background thread steps one group while the policy
-    chooses the actions of the next, so game time hides behind inference time. Each group's
+    ``config.env_groups = G``); their environments fill the buffer's columns in list order. The
+    collector then pipelines: a background thread steps one group while the policy chooses the
+    actions of the next, so game time hides behind inference time. Each group's
     actions still come from that group's own latest observations -- the rollout is the same
     kind of data, only the order of work changes. It pays when an env step spends its time outside
     the Python interpreter (ViZDoom's engines run in child processes; OpenCV and PyTorch kernels
