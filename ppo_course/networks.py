@@ -66,7 +66,8 @@ class MLP(nn.Module):
         return x
 
 
-def sample_action(log_probs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+def sample_action(log_probs: torch.Tensor, deterministic: bool = False,
+                  log_exponential: torch.Tensor | None = None) -> torch.Tensor:
     """One action per row of a batch of categorical distributions, by the Gumbel-max trick.
 
     ``argmax_a(log p_a + g_a)`` with independent standard Gumbel noise ``g_a = -log(E_a)``,
@@ -80,13 +81,19 @@ def sample_action(log_probs: torch.Tensor, deterministic: bool = False) -> torch
         log_probs: ``(batch, n_actions)`` float32 normalised log-probabilities (or logits: adding a
             constant per row changes nothing).
         deterministic: return the most probable action instead of a sample.
+        log_exponential: ``(batch, n_actions)`` ``log(E)`` drawn beforehand, or None to draw it here.
+            :class:`~ppo_course.trainer.RolloutCollector` draws a whole rollout's at once: PyTorch's
+            CPU generator gives the same numbers in one draw of ``(T, N, A)`` as in T draws of
+            ``(N, A)``, so the samples are the ones a step-by-step loop draws (``tests/test_trainer.py``
+            compares the two), for two kernels per step instead of five.
 
     Returns:
         ``(batch,)`` int64 action indices.
     """
     if deterministic:
         return log_probs.argmax(dim=-1)
-    log_exponential = torch.empty_like(log_probs).exponential_().log()  # = -Gumbel noise
+    if log_exponential is None:
+        log_exponential = torch.empty_like(log_probs).exponential_().log()  # = -Gumbel noise
     return (log_probs - log_exponential).argmax(dim=-1)
 
 

@@ -249,6 +249,10 @@ class RolloutCollector:
         final_values = torch.zeros((T, N), device=self.device)
         self.episode_returns, self.episode_lengths, self.episode_stats = [], [], []
         initial_lstm_states = list(self.lstm_states) if self.recurrent else None
+        if self.score_after_rollout:  # the sampler's noise for the whole rollout in one draw (see sample_action)
+            n_actions = int(self.groups[0].single_action_space.n)
+            noise = torch.empty((T, N, n_actions), device=self.device).exponential_().log_()
+            noise = [noise[:, sl].unbind(0) for sl in self._slices]  # per group, T views of (n_g, n_actions)
 
         def act(t: int, g: int) -> np.ndarray:
             """Choose group g's actions at step t from its latest observations."""
@@ -263,7 +267,7 @@ class RolloutCollector:
                 logprobs[g].append(out.logprob)
                 values[g].append(out.value)
             elif self.score_after_rollout:  # the actor alone; scored after the loop
-                action = sample_action(self.agent.get_logits(x))
+                action = sample_action(self.agent.get_logits(x), log_exponential=noise[g][t])
             else:  # any (action, logprob, entropy, value) tuple will do, e.g. a learner's network in ex05
                 action, logprob, _, value = self.agent.get_action_and_value(x)
                 logprobs[g].append(logprob)
