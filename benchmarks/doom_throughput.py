@@ -43,8 +43,7 @@ def rollout_steps_per_second(config: PPOConfig, rollouts: int) -> float:
     """Steps/s of ``RolloutCollector.collect`` (after one warm-up rollout), policy inference included."""
     torch.set_num_threads(config.torch_threads or DEFAULT_THREADS)  # 0 = PyTorch's default, as in train()
     envs = make_train_envs(config)
-    first = envs[0] if isinstance(envs, list) else envs
-    agent = build_agent(config, first.single_observation_space.shape, first.single_action_space.n)
+    agent = build_agent(config, envs[0].single_observation_space.shape, envs[0].single_action_space.n)
     collector = RolloutCollector(envs, agent, config.num_steps, seed=0)
     try:
         collector.collect()

@@ -77,23 +77,19 @@ def seed_everything(seed: int) -> None:
 # --------------------------------------------------------------------------------------
 # Stage 1: collecting experience
 # --------------------------------------------------------------------------------------
-def make_train_envs(config: PPOConfig):
-    """The training environments a config asks for: one vector env of ``num_envs``, or with
-    ``env_groups = G > 1`` a list of G vector envs of ``num_envs / G`` each (see :class:`RolloutCollector`).
+def make_train_envs(config: PPOConfig) -> list:
+    """The training environments a config asks for: ``env_groups`` vector envs (one by default) of
+    ``num_envs / env_groups`` environments each, as :class:`RolloutCollector` takes them.
 
     Raises:
         EnvironmentIdError: ``config.env_id`` is not registered.
     """
-    def make(n: int):
-        return make_vector_env(config.env_id, n, asynchronous=config.async_envs, norm_reward=config.norm_reward,
-                               gamma=config.gamma, **config.env_kwargs)
-
-    if config.env_groups == 1:
-        return make(config.num_envs)
     groups = []
     try:
         for _ in range(config.env_groups):
-            groups.append(make(config.num_envs // config.env_groups))
+            groups.append(make_vector_env(config.env_id, config.num_envs // config.env_groups,
+                                          asynchronous=config.async_envs, norm_reward=config.norm_reward,
+                                          gamma=config.gamma, **config.env_kwargs))
     except BaseException:
         for group in groups:
             group.close()
@@ -134,8 +130,8 @@ class RolloutCollector:
     cost, which for a 64-wide MLP is PyTorch's per-operation overhead, not arithmetic
     (``benchmarks/throughput.py``).
 
-    **Env groups.** ``envs`` may also be a list of G vector envs (:func:`make_train_envs` with
-    ``config.env_groups = G``); their environments fill the buffer's columns in list order. The
+    **Env groups.** ``envs`` may also be a list of G vector envs (:func:`make_train_envs` makes
+    ``config.env_groups`` of them); their environments fill the buffer's columns in list order. The
     collector then pipelines: a background thread steps one group while the policy chooses the
     actions of the next, so game time hides behind inference time. Each group's
     actions still come from that group's own latest observations -- the rollout is the same
@@ -525,10 +521,10 @@ def train(config: PPOConfig, run_dir: str | Path | None = None, resume: bool = F
     start_update = ckpt["update"] if ckpt else 0
     best_return = ckpt["best_return"] if ckpt else None
 
-    envs = make_train_envs(config)
-    first = envs[0] if isinstance(envs, list) else envs
-    obs_shape = first.single_observation_space.shape
-    n_actions = int(first.single_action_space.n)
+    env_groups = make_train_envs(config)
+    envs = env_groups[0]  # the only one when rewards are normalised (config.validate sees to it)
+    obs_shape = envs.single_observation_space.shape
+    n_actions = int(envs.single_action_space.n)
     agent = build_agent(config, obs_shape, n_actions).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=config.learning_rate, eps=1e-5)
     if ckpt:
@@ -538,7 +534,7 @@ def train(config: PPOConfig, run_dir: str | Path | None = None, resume: bool = F
         if "reward_rms" in ckpt and hasattr(envs, "return_rms"):
             for key, value in ckpt["reward_rms"].items():
                 setattr(envs.return_rms, key, value)
-    collector = RolloutCollector(envs, agent, config.num_steps, device, seed=config.seed + global_step)
+    collector = RolloutCollector(env_groups, agent, config.num_steps, device, seed=config.seed + global_step)
 
     logger = MetricsLogger(run_dir, tensorboard, resume_step=global_step if ckpt else None) if run_dir else None
     if logger and not ckpt:

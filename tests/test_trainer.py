@@ -152,14 +152,21 @@ def test_training_in_two_env_groups(tiny_config):
     config = tiny_config.replace(env_groups=2, norm_reward=False, total_timesteps=2 * tiny_config.batch_size,
                                  eval_interval=0,
                                  eval_episodes=1)
-    groups = make_train_envs(config)
-    assert [g.num_envs for g in groups] == [config.num_envs // 2] * 2
+    groups = make_train_envs(config) + make_train_envs(config.replace(env_groups=1))
+    assert [g.num_envs for g in groups] == [config.num_envs // 2] * 2 + [config.num_envs]
     for g in groups:
         g.close()
-    threads = torch.get_num_threads()
     result = train(config, None, progress=False, tensorboard=False)
     assert result.global_step == config.total_timesteps and np.isfinite(result.history[-1]["train/value_loss"])
-    assert torch.get_num_threads() == threads  # the rollout's one-thread setting does not leak out
+    threads = torch.get_num_threads()
+    try:  # a grouped rollout runs PyTorch on one thread and gives the setting back afterwards
+        torch.set_num_threads(2)
+        collector = RolloutCollector(make_train_envs(config), result.agent, num_steps=8)
+        collector.collect()
+        assert torch.get_num_threads() == 2
+        collector.close()
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("score_after_rollout", [False, True])
