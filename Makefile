@@ -9,6 +9,10 @@ TORCH_VERSION ?= 2.13.0
 # Where a machine without an NVIDIA GPU gets PyTorch's CPU build (a few hundred MB, not several GB).
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 START_NOTEBOOK ?= notebooks/00_welcome_and_setup.ipynb
+# make lab PORT=8890 picks the port (JupyterLab moves to the next free one if it is taken);
+# LAB_ARGS passes anything else to JupyterLab, e.g. LAB_ARGS=--ip=0.0.0.0 inside a container.
+PORT ?= 8888
+LAB_ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: lab test exercises bench install torch clean
@@ -39,8 +43,17 @@ $(VENV)/.installed-$(EXTRAS): pyproject.toml | torch
 
 install: $(VENV)/.installed-$(EXTRAS)
 
+# JupyterLab serves the project root (notebooks/, exercises/ and solutions/ all in its file browser)
+# and opens notebook 00. It is told --allow-root only when run as root (Docker, cloud VMs, WSL), and
+# --no-browser only on a Linux machine with no display, where it prints the URL with its token.
 lab: install
-	$(VENV)/bin/jupyter lab $(START_NOTEBOOK)
+	@args="--port=$(PORT) --ServerApp.root_dir=$(CURDIR) --LabApp.default_url=/lab/tree/$(START_NOTEBOOK)"; \
+	if [ "$$(id -u)" = 0 ]; then args="$$args --allow-root"; fi; \
+	if [ "$$(uname -s)" = Linux ] && [ -z "$${DISPLAY}$${WAYLAND_DISPLAY}" ]; then \
+		args="$$args --no-browser"; \
+		echo "No display here: open the http://... URL that JupyterLab prints below in a browser."; \
+	fi; \
+	exec $(VENV)/bin/jupyter lab $$args $(LAB_ARGS)
 
 # Unit tests, CLI tests, and every notebook under nbval, all in fast mode; a failing exercise check
 # in a solution notebook raises (strict checks), so nbval sees it.

@@ -1,4 +1,4 @@
-"""Course plumbing: fast mode, training budgets, and the set-up cell stamped into every notebook.
+"""Course plumbing: fast mode, training budgets, where runs are written, and the stamped set-up cell.
 
 Fast mode (``PPO_COURSE_FAST=1``, set by ``make test``) shrinks every training budget in the
 notebooks so that they run top to bottom in seconds; learners never need it.
@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 FAST_ENV = "PPO_COURSE_FAST"
+RUNS_ENV = "PPO_COURSE_RUNS"
 
 
 def fast_mode() -> bool:
@@ -30,6 +31,44 @@ def fast_mode() -> bool:
 def budget(full, fast):
     """``fast`` in fast mode, else ``full`` -- e.g. ``budget(full=400_000, fast=8_192)`` steps."""
     return fast if fast_mode() else full
+
+
+def project_root(start: str | os.PathLike | None = None) -> Path | None:
+    """The ppo-course checkout that contains ``start`` (default: the working directory), or None.
+
+    A checkout is recognised by its ``pyproject.toml`` naming the project ``ppo-course``; the
+    search walks up from ``start``, so a notebook (whose kernel runs in ``notebooks/``) and a shell
+    at the root find the same folder.
+    """
+    here = Path(start if start is not None else os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        pyproject = folder / "pyproject.toml"
+        try:
+            if re.search(r'^name\s*=\s*"ppo-course"', pyproject.read_text(), re.M):
+                return folder
+        except OSError:
+            continue
+    return None
+
+
+def runs_dir(*parts: str, create: bool = True) -> Path:
+    """The one folder a course run writes to (training runs, GIFs, ViZDoom's files): an absolute path.
+
+    ``$PPO_COURSE_RUNS`` if set; otherwise ``runs/`` at the root of the ppo-course checkout that
+    contains the working directory (git-ignored), so notebooks never write beside the lessons;
+    outside a checkout (Colab, a practitioner's own folder) ``./runs``. ``parts`` name a sub-folder:
+    ``runs_dir("07_lunar")`` is ``<root>/runs/07_lunar``. The folder is created unless
+    ``create=False``.
+    """
+    base = os.environ.get(RUNS_ENV, "")
+    if base:
+        path = Path(base).expanduser().resolve()
+    else:
+        path = (project_root() or Path.cwd().resolve()) / "runs"
+    path = path.joinpath(*parts)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 # --------------------------------------------------------------------------------------

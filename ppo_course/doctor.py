@@ -61,11 +61,13 @@ def _check_vizdoom() -> Check:
 
         import vizdoom as vzd
 
+        from .envs.doom import start_game
+
         game = vzd.DoomGame()
         game.load_config(os.path.join(vzd.scenarios_path, "basic.cfg"))
         game.set_window_visible(False)
         game.set_screen_resolution(vzd.ScreenResolution.RES_160X120)
-        game.init()
+        start_game(game)
         game.new_episode()
         shape = game.get_state().screen_buffer.shape
         game.close()

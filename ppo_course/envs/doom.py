@@ -60,6 +60,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -351,6 +352,31 @@ def _variable(name: str):
     return getattr(vzd.GameVariable, name)
 
 
+_START_LOCK = threading.Lock()
+
+
+def start_game(game) -> None:
+    """``game.init()``, with ViZDoom's own files kept in the course's runs folder.
+
+    The engine writes its config (``_vizdoom.ini``) and a ``_vizdoom/`` folder into the working
+    directory of the process that starts it. Here the config path is set and the engine is started
+    from ``runs_dir("vizdoom")`` (see :func:`ppo_course.course.runs_dir`), so nothing lands beside
+    the notebooks or in a practitioner's working folder. The working directory is changed only for
+    the duration of the call, under a lock, and restored even when ``init()`` raises.
+    """
+    from ..course import runs_dir
+
+    folder = runs_dir("vizdoom")
+    game.set_doom_config_path(str(folder / "_vizdoom.ini"))
+    with _START_LOCK:
+        previous = os.getcwd()
+        os.chdir(folder)
+        try:
+            game.init()
+        finally:
+            os.chdir(previous)
+
+
 def _new_game(scenario: str, frame_buffer: bool, screen_resolution: str, episode_timeout: int | None,
               variables: tuple[str, ...]):
     """A started DoomGame for ``scenario``: headless, the 7 shared buttons, ``variables`` registered."""
@@ -371,7 +397,7 @@ def _new_game(scenario: str, frame_buffer: bool, screen_resolution: str, episode
     if episode_timeout is not None:
         game.set_episode_timeout(int(episode_timeout))
     game.set_mode(vzd.Mode.PLAYER)
-    game.init()
+    start_game(game)
     return game
 
 
