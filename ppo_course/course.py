@@ -15,6 +15,7 @@ notebook's stamped cells differ from the template.
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 import sys
 from pathlib import Path
@@ -113,9 +114,33 @@ def badge_source(notebook_relpath: str, repo: str | None = None) -> str:
     return BADGE_TEMPLATE.format(url=colab_url(notebook_relpath, repo))
 
 
+# A relative Markdown link to a notebook, and the Colab badge that may already follow it.
+_NOTEBOOK_LINK = re.compile(r"\[(?P<text>[^\]]+)\]\((?P<target>(?![a-z]+:)[^)\s]+\.ipynb)\)"
+                            r"(?: \[!\[Open In Colab\]\([^)]*\)\]\([^)]*\))?")
+
+
+def badge_links(markdown: str, notebook_relpath: str, repo: str | None = None) -> str:
+    """Follow every relative link to a notebook with that notebook's "Open in Colab" badge.
+
+    A relative link such as ``[ex04](../exercises/ex04_ppo_loss.ipynb)`` works in JupyterLab, VS Code
+    and on GitHub, but not on Colab, which opens one notebook at a time; there the badge is the link.
+    ``notebook_relpath`` is the linking notebook's path from the repository root. Idempotent.
+    """
+    def with_badge(match: re.Match) -> str:
+        target = posixpath.normpath(posixpath.join(posixpath.dirname(notebook_relpath), match["target"]))
+        return f"[{match['text']}]({match['target']}) " + badge_source(target, repo)
+
+    return _NOTEBOOK_LINK.sub(with_badge, markdown)
+
+
 def stamp(nb, notebook_relpath: str, repo: str | None = None):
-    """Put the badge and set-up cells (tagged) at the top of a notebook, replacing old ones; returns it."""
+    """Put the badge and set-up cells (tagged) at the top of a notebook, replacing old ones, and follow
+    every relative notebook link with its Colab badge (:func:`badge_links`); returns the notebook."""
     import nbformat
+
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = badge_links(cell.source, notebook_relpath, repo)
 
     nb.cells = [c for c in nb.cells if not ({BADGE_TAG, SETUP_TAG} & set(c.get("metadata", {}).get("tags", [])))]
     badge = nbformat.v4.new_markdown_cell(badge_source(notebook_relpath, repo), metadata={"tags": [BADGE_TAG]})

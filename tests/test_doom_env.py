@@ -4,6 +4,8 @@ Shaping is tested twice: on hand-computed deltas (the pure function) and on real
 (a shot costs one bullet, floor damage costs health, walking back and forth earns no progress).
 """
 
+import os
+
 import numpy as np
 import pytest
 
@@ -251,3 +253,21 @@ def test_shaping_overrides_one_field_of_the_scenario_defaults():
 
 def test_raw_steps_per_second_runs():
     assert doom.raw_steps_per_second("basic", num_envs=1, frame_skip=4, seconds=0.2) > 0
+
+
+# -- ViZDoom's own files ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_vizdoom_files_go_to_the_runs_folder_not_the_working_folder(asynchronous, tmp_path, monkeypatch):
+    """The engine writes `_vizdoom.ini` and `_vizdoom/` where it starts: runs_dir("vizdoom"), never the cwd."""
+    work, runs = tmp_path / "work", tmp_path / "runs"
+    work.mkdir()
+    monkeypatch.setenv("PPO_COURSE_RUNS", str(runs))
+    monkeypatch.chdir(work)
+    envs = make_vector_env("doom:basic", 2, asynchronous=asynchronous)
+    envs.reset(seed=0)
+    envs.step(np.array([STRAFE_L, ATK]))
+    envs.close()
+    assert os.getcwd() == str(work)
+    assert list(work.iterdir()) == []
+    assert (runs / "vizdoom" / "_vizdoom.ini").is_file() and (runs / "vizdoom" / "_vizdoom").is_dir()
