@@ -15,7 +15,7 @@ For one Doom preset (default ``doom:deadly_corridor``: 8 envs, 160x120 engine sc
 and last ``rollout_efficiency = X``: for the best setting, the median over ``--pairs`` rounds of
 rollout steps/s divided by the raw steps/s measured just before in the same round (a shared VM's
 speed drifts by tens of percent from minute to minute; a round sees nearly the same machine).
-Targets (issue 5): efficiency >= 0.5 on CPU; peak memory of a default deadly_corridor run <= 3 GB.
+Targets: efficiency >= 0.5 on CPU; peak memory of a default deadly_corridor run <= 3 GB.
 
     python benchmarks/doom_throughput.py [--env doom:deadly_corridor] [--pairs 3] [--rollouts 3] [--updates 3]
 """
@@ -34,17 +34,17 @@ import torch
 from ppo_course import PPOConfig, train
 from ppo_course.envs.doom import raw_steps_per_second, scenario_of
 from ppo_course.networks import build_agent
-from ppo_course.trainer import RolloutCollector, make_train_envs
+from ppo_course.trainer import make_collector, make_train_envs
 
 DEFAULT_THREADS = torch.get_num_threads()  # PyTorch's default for this machine, before anything changes it
 
 
 def rollout_steps_per_second(config: PPOConfig, rollouts: int) -> float:
-    """Steps/s of ``RolloutCollector.collect`` (after one warm-up rollout), policy inference included."""
+    """Steps/s of the trainer's collector (``make_collector``) (after one warm-up rollout), policy inference included."""
     torch.set_num_threads(config.torch_threads or DEFAULT_THREADS)  # 0 = PyTorch's default, as in train()
     envs = make_train_envs(config)
     agent = build_agent(config, envs[0].single_observation_space.shape, envs[0].single_action_space.n)
-    collector = RolloutCollector(envs, agent, config.num_steps, seed=0)
+    collector = make_collector(envs, agent, config.num_steps, seed=0)
     try:
         collector.collect()
         start = time.perf_counter()

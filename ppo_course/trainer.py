@@ -1,28 +1,30 @@
 """The PPO training loop: rollout -> bootstrap -> GAE -> K epochs of minibatch updates.
 
-Structure and defaults follow CleanRL's ``ppo.py`` (and Algorithm 1 of the PPO paper); the
-pieces come from the rest of the package, so there is exactly one GAE (``advantages``),
-one loss (``losses``) and one set of schedules (``schedules``).
+Structure and defaults follow CleanRL's ``ppo.py`` (and Algorithm 1 of the PPO paper); the pieces come
+from the rest of the package, so there is exactly one rollout loop (:mod:`ppo_course.rollout`), one
+GAE (:mod:`ppo_course.advantages`), one loss (:mod:`ppo_course.losses`) and one set of schedules
+(:mod:`ppo_course.schedules`).
 
-Use :func:`train` for a whole run with logging, evaluation and checkpoints, or the two
-stages on their own -- :class:`RolloutCollector` and :func:`ppo_update` -- as notebook 07 does.
+Use :func:`train` for a whole run with logging, evaluation and checkpoints, or the two stages on
+their own -- :class:`~ppo_course.rollout.RolloutCollector` and :func:`ppo_update` -- as notebook 07
+does. :func:`train` reads as notebook 07's loop: set-up (or resume), then per update the schedules,
+the rollout, GAE, the update, and the bookkeeping (metrics, evaluation and checkpoints), each a
+named function below.
 
-Recurrent agents (``agent.is_recurrent``, :class:`~ppo_course.networks.RecurrentActorCritic`)
-take the same path with two differences, both there so that the update sees exactly the
-policy that acted (CleanRL's ``ppo_atari_lstm.py``):
+Recurrent agents (``agent.is_recurrent``, :class:`~ppo_course.networks.RecurrentActorCritic`) take
+the same path with two differences, both there so that the update sees exactly the policy that acted
+(CleanRL's ``ppo_atari_lstm.py``):
 
-* the collector carries the LSTM state from step to step and rollout to rollout, and stores
-  the state the rollout *started* from plus the per-step episode-start flags;
+* the collector carries the LSTM state from step to step and rollout to rollout, and stores the state
+  the rollout *started* from plus the per-step episode-start flags;
 * the update's minibatches are sets of whole environment sequences (all T steps of
-  ``num_envs / num_minibatches`` environments), re-unrolled from that stored state with the
-  same episode-start masks -- truncated backpropagation through time over the rollout.
+  ``num_envs / num_minibatches`` environments), re-unrolled from that stored state with the same
+  episode-start masks: truncated backpropagation through time over the rollout.
 
-Seed 000 (section 4, "LSTM Loop Logic") samples *flat random* minibatches instead and unrolls
-the LSTM over them from the snapshot of the first sample. Consecutive samples of such a
-minibatch come from different environments and times, so the memory fed to each step is
-another trajectory's: the re-computed log-probabilities are not the rollout's, the ratio is
-not 1 before the first gradient step, and the clipping then acts on noise.
-``tests/test_recurrent.py`` demonstrates both facts.
+A tempting shortcut, flat random minibatches of single steps each unrolled from a snapshot of the
+LSTM state, feeds each step another trajectory's memory: the re-computed log-probabilities are not
+the rollout's and the ratio is not 1 before the first gradient step. ``tests/test_recurrent.py``
+shows both facts.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ import math
 import random
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -48,7 +49,9 @@ from .envs import make_vector_env
 from .evaluate import EvalResult, evaluate
 from .logging import MetricsLogger
 from .losses import explained_variance, ppo_loss
-from .networks import build_agent, sample_action
+from .networks import build_agent
+from .pipelined import PipelinedCollector
+from .rollout import RolloutCollector
 from .schedules import annealed_lr, entropy_coef
 
 
@@ -79,7 +82,7 @@ def seed_everything(seed: int) -> None:
 # --------------------------------------------------------------------------------------
 def make_train_envs(config: PPOConfig) -> list:
     """The training environments a config asks for: ``env_groups`` vector envs (one by default) of
-    ``num_envs / env_groups`` environments each, as :class:`RolloutCollector` takes them.
+    ``num_envs / env_groups`` environments each, as :func:`make_collector` takes them.
 
     Raises:
         EnvironmentIdError: ``config.env_id`` is not registered.
@@ -97,235 +100,13 @@ def make_train_envs(config: PPOConfig) -> list:
     return groups
 
 
-class _Stepped:
-    """A step that has already happened (one env group: no background thread), with a Future's ``result()``."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value):
-        self.value = value
-
-    def result(self):
-        return self.value
-
-
-class RolloutCollector:
-    """Steps vector envs with the current policy and fills a :class:`RolloutBuffer`.
-
-    The collector owns the environments' running state (the next observation), so
-    consecutive rollouts continue the same episodes: a rollout boundary is a *cut*, not an
-    episode end, and GAE bootstraps across it from V(next observation).
-
-    For a recurrent agent (``agent.is_recurrent``) it also owns the LSTM state ``(h, c)``,
-    each ``(1, num_envs, hidden)``, and the episode-start flags of the next observations; the
-    buffer gets the state the rollout started from (``initial_lstm_state``) and the flags of
-    every step (``starts``), which is all the update needs to replay the memory.
-
-    For a small feed-forward agent that declares ``score_after_rollout`` (:class:`MLPActorCritic`),
-    a step runs the actor alone and samples (Gumbel-max, :func:`ppo_course.networks.sample_action`);
-    log pi(a_t | s_t) and V(s_t) of all T x N samples come from one batched
-    ``get_action_and_value(obs, actions)`` after the loop. The weights do not change during a
-    rollout, so these are the numbers a per-step call would give -- computed by the very function
-    the update calls, so the first update's ratio is exactly 1 -- at a fraction of the per-step
-    cost, which for a 64-wide MLP is PyTorch's per-operation overhead, not arithmetic
-    (``benchmarks/throughput.py``).
-
-    **Env groups.** ``envs`` may also be a list of G vector envs (:func:`make_train_envs` makes
-    ``config.env_groups`` of them); their environments fill the buffer's columns in list order. The
-    collector then pipelines: a background thread steps one group while the policy chooses the
-    actions of the next, so game time hides behind inference time. Each group's
-    actions still come from that group's own latest observations -- the rollout is the same
-    kind of data, only the order of work changes. It pays when an env step spends its time outside
-    the Python interpreter (ViZDoom's engines run in child processes; OpenCV and PyTorch kernels
-    release the GIL): see ``benchmarks/doom_throughput.py``. Meanwhile PyTorch runs on one thread
-    (restored after the rollout), leaving the other cores to the group in flight and its game
-    processes; on 2 cores that beats two PyTorch threads. With one vector env nothing runs in
-    the background, and the steps happen in exactly the order of a hand-written loop (notebook 04).
-
-    Args:
-        envs: a vector env made by :func:`ppo_course.envs.make_vector_env` (same-step autoreset),
-            or a list of them with the same spaces (env groups).
-        agent: network with ``get_action_and_value`` and ``get_value``.
-        num_steps: steps per environment per rollout (T).
-        device: where the buffer and the forward passes live.
-        seed: seed of the first reset; environment i of the rollout (across groups) gets ``seed + i``.
-
-    Raises:
-        ValueError: an empty list of groups, or groups whose spaces differ.
-    """
-
-    def __init__(self, envs, agent: nn.Module, num_steps: int, device: torch.device | str = "cpu", seed: int = 0):
-        self.envs, self.agent, self.num_steps, self.device = envs, agent, num_steps, torch.device(device)
-        self.groups = list(envs) if isinstance(envs, (list, tuple)) else [envs]
-        if not self.groups:
-            raise ValueError("RolloutCollector needs at least one vector env")
-        first = self.groups[0]
-        if any(g.single_observation_space != first.single_observation_space
-               or g.single_action_space != first.single_action_space for g in self.groups):
-            raise ValueError("all env groups must have the same observation and action spaces")
-        bounds = np.cumsum([0] + [g.num_envs for g in self.groups])
-        self._slices = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]  # group g's columns
-        self.num_envs = int(bounds[-1])
-        obs_space = first.single_observation_space
-        self.obs_shape = tuple(obs_space.shape)
-        self.obs_dtype = torch.uint8 if obs_space.dtype == np.uint8 else torch.float32
-        # Per group, NumPy, as the environments return it. Vector reset(seed=s) seeds its env j with s + j.
-        self.next_obs = [g.reset(seed=seed + sl.start)[0] for g, sl in zip(self.groups, self._slices)]
-        self.next_start = np.ones(self.num_envs, dtype=np.float32)  # 1.0: the next observation begins an episode
-        self.recurrent = bool(getattr(agent, "is_recurrent", False))
-        # Small feed-forward agents only sample while stepping; log-probabilities and values of the whole
-        # rollout come from one batched pass after it (``MLPActorCritic.score_after_rollout``).
-        self.score_after_rollout = not self.recurrent and bool(getattr(agent, "score_after_rollout", False))
-        #: per group, the LSTM state ``(h, c)`` of its environments (recurrent agents), each ``(1, n_g, hidden)``
-        self.lstm_states = ([agent.initial_state(sl.stop - sl.start, self.device) for sl in self._slices]
-                            if self.recurrent else None)
-        self._stepper = ThreadPoolExecutor(1, thread_name_prefix="env-group") if len(self.groups) > 1 else None
-        self.episode_returns: list[float] = []  #: returns of episodes finished in the last rollout
-        self.episode_lengths: list[int] = []
-        #: statistics the env reports for those episodes (Doom: ``info["final_info"]["episode_stats"]``)
-        self.episode_stats: list[dict[str, float]] = []
-
-    def close(self) -> None:
-        """Close the environments (every group) and the background stepping thread."""
-        if self._stepper is not None:
-            self._stepper.shutdown()
-        for group in self.groups:
-            group.close()
-
-    def _net_input(self, obs: np.ndarray) -> torch.Tensor:
-        """Observations as the network's input: float32 vectors (no copy on the CPU), or uint8 pixels as they
-        are (the CNN scales them; a quarter of the bytes to move)."""
-        x = torch.as_tensor(obs, device=self.device)
-        return x if x.dtype == torch.uint8 else x.float()
-
-    def _value(self, g: int, obs: np.ndarray, envs: np.ndarray | None = None) -> torch.Tensor:
-        """V(obs) for environments ``envs`` of group g (all of them by default), without advancing the
-        carried LSTM state. For a recurrent agent V depends on the episode's history, held in the group's state.
-        """
-        x = self._net_input(obs)
-        if not self.recurrent:
-            return self.agent.get_value(x)
-        h, c = self.lstm_states[g]
-        if envs is None:
-            starts = torch.as_tensor(self.next_start[self._slices[g]], device=self.device)
-            return self.agent.get_value(x, (h, c), starts)
-        idx = torch.as_tensor(envs, device=self.device)
-        return self.agent.get_value(x, (h[:, idx], c[:, idx]), torch.zeros(len(envs), device=self.device))
-
-    def _step(self, g: int, actions: np.ndarray) -> "Future | _Stepped":
-        """Step group g: in the background thread when there are several groups, else right here."""
-        if self._stepper is not None:
-            return self._stepper.submit(self.groups[g].step, actions)
-        return _Stepped(self.groups[0].step(actions))
-
-    def _record_episodes(self, info: dict) -> None:
-        """Keep the return, length and (Doom) statistics of the episodes that ended in this step."""
-        for i in np.flatnonzero(info["_episode"]):
-            self.episode_returns.append(float(info["episode"]["r"][i]))
-            self.episode_lengths.append(int(info["episode"]["l"][i]))
-        stats = info.get("final_info", {}).get("episode_stats")
-        if stats is not None:
-            for i in np.flatnonzero(info["final_info"]["_episode_stats"]):
-                self.episode_stats.append({k: float(v[i]) for k, v in stats.items() if not k.startswith("_")})
-
-    @torch.no_grad()
-    def collect(self) -> tuple[RolloutBuffer, torch.Tensor]:
-        """Run one rollout of ``num_steps`` steps in every environment.
-
-        Returns:
-            ``(buffer, next_value)``: the filled buffer (``(T, N, ...)`` tensors) and ``(N,)``
-            V of the observation after the last step, for bootstrapping at the cut.
-        """
-        T, N, G = self.num_steps, self.num_envs, len(self.groups)
-        # What the environments hand back is gathered in NumPy and converted once per rollout;
-        # per-step tensor creation would cost more than the policy's forward pass.
-        obs = np.empty((T, N, *self.obs_shape), dtype=np.uint8 if self.obs_dtype == torch.uint8 else np.float32)
-        rewards, terminations, truncations, starts = (np.zeros((T, N), dtype=np.float32) for _ in range(4))
-        actions, logprobs, values = ([[] for _ in range(G)] for _ in range(3))  # per group, per-step tensors
-        final_values = torch.zeros((T, N), device=self.device)
-        self.episode_returns, self.episode_lengths, self.episode_stats = [], [], []
-        initial_lstm_states = list(self.lstm_states) if self.recurrent else None
-        if self.score_after_rollout:  # the sampler's noise for the whole rollout in one draw (see sample_action)
-            n_actions = int(self.groups[0].single_action_space.n)
-            noise = torch.empty((T, N, n_actions), device=self.device).exponential_().log_()
-            noise = [noise[:, sl].unbind(0) for sl in self._slices]  # per group, T views of (n_g, n_actions)
-
-        def act(t: int, g: int) -> np.ndarray:
-            """Choose group g's actions at step t from its latest observations."""
-            sl = self._slices[g]
-            obs[t, sl], starts[t, sl] = self.next_obs[g], self.next_start[sl]
-            x = self._net_input(self.next_obs[g])
-            if self.recurrent:
-                out = self.agent.get_action_and_value(x, self.lstm_states[g],
-                                                      torch.as_tensor(starts[t, sl], device=self.device))
-                self.lstm_states[g] = out.lstm_state  # memory after s_t, not yet masked for a reset
-                action = out.action
-                logprobs[g].append(out.logprob)
-                values[g].append(out.value)
-            elif self.score_after_rollout:  # the actor alone; scored after the loop
-                action = sample_action(self.agent.get_logits(x), log_exponential=noise[g][t])
-            else:  # any (action, logprob, entropy, value) tuple will do, e.g. a learner's network in ex05
-                action, logprob, _, value = self.agent.get_action_and_value(x)
-                logprobs[g].append(logprob)
-                values[g].append(value)
-            actions[g].append(action)
-            return action.cpu().numpy()
-
-        def record(t: int, g: int, result: tuple) -> None:
-            """Store what group g's environments returned for step t."""
-            sl = self._slices[g]
-            self.next_obs[g], rewards[t, sl], terminations[t, sl], truncations[t, sl], info = result
-            if truncations[t, sl].any():
-                # Same-step autoreset: next_obs already belongs to the new episode; the cut
-                # episode's last observation is in info["final_obs"]. Bootstrap from it.
-                # A recurrent V(final_obs) must see the *cut episode's* memory: the group's state
-                # holds it (the state after s_t); the reset to zeros only happens at the next step,
-                # through next_start. So the final observation is valued from that pre-reset state
-                # with no masking, and the result is not carried on (the new episode starts blank).
-                idx = np.flatnonzero(truncations[t, sl])
-                final = np.stack([info["final_obs"][i] for i in idx])
-                final_values[t, torch.as_tensor(sl.start + idx, device=self.device)] = self._value(g, final, idx)
-            self.next_start[sl] = np.logical_or(terminations[t, sl], truncations[t, sl])
-            if "_episode" in info:
-                self._record_episodes(info)
-
-        # inference_mode skips autograd's version counting as well (no_grad does not): ~40 % off a small
-        # network's per-step cost. Its outputs are concatenated after the loop, outside it, into normal tensors.
-        pending: list[Future | _Stepped | None] = [None] * G
-        torch_threads = torch.get_num_threads()
-        if self._stepper is not None:  # the other cores are for the group stepping in the background
-            torch.set_num_threads(1)
-        try:
-            with torch.inference_mode():
-                for t in range(T):
-                    for g in range(G):  # several groups: group g steps in the background while g + 1 chooses
-                        if pending[g] is not None:
-                            record(t - 1, g, pending[g].result())
-                        pending[g] = self._step(g, act(t, g))
-                for g in range(G):
-                    record(T - 1, g, pending[g].result())
-                    pending[g] = None
-        finally:  # never leave a group stepping in the background (e.g. on Ctrl-C): its envs may be closed next
-            wait([p for p in pending if isinstance(p, Future)])
-            torch.set_num_threads(torch_threads)
-        next_value = torch.cat([self._value(g, self.next_obs[g]) for g in range(G)])
-        cat = lambda per_group: torch.cat([torch.stack(steps) for steps in per_group], dim=1)  # noqa: E731
-        initial_lstm_state = None
-        if initial_lstm_states is not None:  # the update unrolls from it with autograd on: a normal tensor
-            initial_lstm_state = tuple(torch.cat([s[k] for s in initial_lstm_states], dim=1) for k in range(2))
-        as_tensor = lambda a: torch.as_tensor(a, device=self.device)  # noqa: E731
-        obs, actions = as_tensor(obs), cat(actions)
-        if self.score_after_rollout:  # log pi(a_t|s_t) and V(s_t) for all T x N samples in one pass
-            _, logprobs, _, values = self.agent.get_action_and_value(
-                self._net_input(obs.reshape(T * N, *self.obs_shape)), actions.reshape(T * N))
-            logprobs, values = logprobs.reshape(T, N), values.reshape(T, N)
-        else:
-            logprobs, values = cat(logprobs), cat(values)
-        buf = RolloutBuffer(obs=obs, actions=actions, logprobs=logprobs, values=values,
-                            rewards=as_tensor(rewards), terminations=as_tensor(terminations),
-                            truncations=as_tensor(truncations), final_values=final_values,
-                            starts=as_tensor(starts), initial_lstm_state=initial_lstm_state)
-        return buf, next_value
+def make_collector(env_groups: list, agent: nn.Module, num_steps: int, device: torch.device | str = "cpu",
+                   seed: int = 0) -> RolloutCollector | PipelinedCollector:
+    """The collector for :func:`make_train_envs`' list: a :class:`RolloutCollector` for one vector env
+    (the loop of notebook 04), a :class:`~ppo_course.pipelined.PipelinedCollector` for several."""
+    if len(env_groups) == 1:
+        return RolloutCollector(env_groups[0], agent, num_steps, device, seed)
+    return PipelinedCollector(env_groups, agent, num_steps, device, seed)
 
 
 # --------------------------------------------------------------------------------------
@@ -462,15 +243,33 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)  #: one metrics row per update
 
 
-def _checkpoint_payload(agent, optimizer, config, global_step, update, best_return, obs_shape, n_actions, rng,
-                        envs):
-    payload = {"model": agent.state_dict(), "optimizer": optimizer.state_dict(), "config": config.to_dict(),
-               "global_step": global_step, "update": update, "best_return": best_return,
-               "obs_shape": tuple(obs_shape), "n_actions": int(n_actions), "rng": rng_state(rng)}
-    rms = getattr(envs, "return_rms", None)  # the reward normaliser's running statistics
-    if rms is not None:
-        payload["reward_rms"] = {"mean": rms.mean, "var": rms.var, "count": rms.count}
-    return payload
+@dataclass
+class _Run:
+    """Everything one training run holds between updates (made by :func:`_set_up`)."""
+
+    config: PPOConfig
+    run_dir: Path | None
+    device: torch.device
+    agent: nn.Module
+    optimizer: torch.optim.Optimizer
+    collector: RolloutCollector | PipelinedCollector
+    minibatch_rng: np.random.Generator
+    logger: MetricsLogger | None
+    global_step: int = 0
+    update: int = 0
+    best_return: float | None = None
+    last_eval: EvalResult | None = None
+    last_good: Path | None = None  #: the newest checkpoint written (named when training diverges)
+    start_step: int = 0
+    start_time: float = field(default_factory=time.perf_counter)
+    eval_time: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+    recent_returns: deque = field(default_factory=lambda: deque(maxlen=20))
+
+    def close(self) -> None:
+        self.collector.close()
+        if self.logger:
+            self.logger.close()
 
 
 def train(config: PPOConfig, run_dir: str | Path | None = None, resume: bool = False, tensorboard: bool = True,
@@ -500,32 +299,47 @@ def train(config: PPOConfig, run_dir: str | Path | None = None, resume: bool = F
         CheckpointError: ``resume`` without a usable ``latest.pt`` for this environment.
         EnvironmentIdError: ``config.env_id`` is not registered.
     """
-    from tqdm.auto import tqdm
-
     config.validate()
-    run_dir = Path(run_dir) if run_dir is not None else None
+    run = _set_up(config, Path(run_dir) if run_dir is not None else None, resume, tensorboard)
+    bar = _progress_bar(run, progress)
+    phase = "start"  # "rollout" | "update" | "bookkeeping": what an interruption would cut short
+    try:
+        while run.global_step < config.total_timesteps:
+            run.update += 1
+            lr, ent_coef = _apply_schedules(run)
+            phase = "rollout"
+            buf, next_value = run.collector.collect()
+            advantages, returns = compute_gae(buf.rewards, buf.values, buf.terminations, buf.truncations,
+                                              next_value, buf.final_values, config.gamma, config.gae_lambda)
+            phase = "update"
+            stats = _update(run, buf, advantages, returns, ent_coef)
+            phase = "bookkeeping"
+            row = _finish_update(run, stats, lr, ent_coef)  # metrics row; evaluation and checkpoints when due
+            if callback:
+                callback(row)
+            _show_progress(bar, run, row)
+    except KeyboardInterrupt:
+        _keep_finished_work(run, phase)
+        raise
+    finally:
+        bar.close()
+        run.close()
+    return TrainResult(run.agent, config, run.run_dir, run.global_step, run.best_return, run.last_eval, run.history)
+
+
+# -- the phases of train() ----------------------------------------------------------------------------
+def _set_up(config: PPOConfig, run_dir: Path | None, resume: bool, tensorboard: bool) -> _Run:
+    """Seeds, environments, agent, optimiser, collector and logger; from ``run_dir/latest.pt`` when resuming."""
     torch.set_num_threads(config.torch_threads or DEFAULT_TORCH_THREADS)
     device = resolve_device(config.device)
     seed_everything(config.seed)
     minibatch_rng = np.random.default_rng(config.seed)
-
-    ckpt = None
-    if resume:
-        if run_dir is None:
-            raise CheckpointError("resume needs a run directory")
-        ckpt = load_checkpoint(run_dir / LATEST, map_location=device)
-        if ckpt["config"]["env_id"] != config.env_id:
-            raise CheckpointError(f"{run_dir / LATEST} was trained on {ckpt['config']['env_id']}, "
-                                  f"not {config.env_id}")
+    ckpt = _resume_checkpoint(config, run_dir, device) if resume else None
     global_step = ckpt["global_step"] if ckpt else 0
-    start_update = ckpt["update"] if ckpt else 0
-    best_return = ckpt["best_return"] if ckpt else None
 
     env_groups = make_train_envs(config)
     envs = env_groups[0]  # the only one when rewards are normalised (config.validate sees to it)
-    obs_shape = envs.single_observation_space.shape
-    n_actions = int(envs.single_action_space.n)
-    agent = build_agent(config, obs_shape, n_actions).to(device)
+    agent = build_agent(config, envs.single_observation_space.shape, int(envs.single_action_space.n)).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=config.learning_rate, eps=1e-5)
     if ckpt:
         agent.load_state_dict(ckpt["model"])
@@ -534,110 +348,135 @@ def train(config: PPOConfig, run_dir: str | Path | None = None, resume: bool = F
         if "reward_rms" in ckpt and hasattr(envs, "return_rms"):
             for key, value in ckpt["reward_rms"].items():
                 setattr(envs.return_rms, key, value)
-    collector = RolloutCollector(env_groups, agent, config.num_steps, device, seed=config.seed + global_step)
+    collector = make_collector(env_groups, agent, config.num_steps, device, seed=config.seed + global_step)
 
     logger = MetricsLogger(run_dir, tensorboard, resume_step=global_step if ckpt else None) if run_dir else None
     if logger and not ckpt:
         logger.add_text("config", "\n".join(f"    {k} = {v!r}" for k, v in config.to_dict().items()))
-    recent_returns: deque[float] = deque(maxlen=20)
-    history: list[dict[str, float]] = []
-    last_eval: EvalResult | None = None
     last_good = (run_dir / LATEST) if (run_dir and (run_dir / LATEST).exists()) else None
-    start_time = time.perf_counter()
-    start_step = global_step
+    return _Run(config, run_dir, device, agent, optimizer, collector, minibatch_rng, logger,
+                global_step=global_step, update=ckpt["update"] if ckpt else 0,
+                best_return=ckpt["best_return"] if ckpt else None, last_good=last_good, start_step=global_step)
 
-    def save(name: str) -> Path | None:
-        if run_dir is None:
-            return None
-        return save_checkpoint(run_dir / name, _checkpoint_payload(
-            agent, optimizer, config, global_step, update, best_return, obs_shape, n_actions, minibatch_rng, envs))
 
-    eval_time = 0.0
+def _resume_checkpoint(config: PPOConfig, run_dir: Path | None, device: torch.device) -> dict:
+    """``run_dir/latest.pt``, checked to belong to this environment."""
+    if run_dir is None:
+        raise CheckpointError("resume needs a run directory")
+    ckpt = load_checkpoint(run_dir / LATEST, map_location=device)
+    if ckpt["config"]["env_id"] != config.env_id:
+        raise CheckpointError(f"{run_dir / LATEST} was trained on {ckpt['config']['env_id']}, not {config.env_id}")
+    return ckpt
 
-    def run_eval() -> EvalResult:
-        nonlocal eval_time
-        t0 = time.perf_counter()
-        try:
-            return evaluate(agent, config.env_id, config.eval_episodes, deterministic=not config.eval_stochastic,
-                            success_threshold=config.success_threshold, device=device, env_kwargs=config.env_kwargs)
-        finally:
-            eval_time += time.perf_counter() - t0
 
-    bar = tqdm(total=config.total_timesteps, initial=min(global_step, config.total_timesteps), unit="step",
-               disable=not progress, dynamic_ncols=True, desc=config.env_id)
-    update = start_update
-    phase = "start"  # "rollout" | "update" | "bookkeeping": what an interruption would cut short
+def _apply_schedules(run: _Run) -> tuple[float, float]:
+    """This update's learning rate (set on the optimiser) and entropy coefficient."""
+    config = run.config
+    lr = annealed_lr(config.learning_rate, run.global_step, config.total_timesteps, config.anneal_lr)
+    ent_coef = entropy_coef(run.global_step, config.total_timesteps, config.ent_coef, config.ent_coef_final,
+                            config.ent_warmup_steps)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    return lr, ent_coef
+
+
+def _update(run: _Run, buf: RolloutBuffer, advantages: torch.Tensor, returns: torch.Tensor,
+            ent_coef: float) -> UpdateStats:
+    """:func:`ppo_update`, with a divergence message that names the last good checkpoint."""
     try:
-        while global_step < config.total_timesteps:
-            update += 1
-            lr = annealed_lr(config.learning_rate, global_step, config.total_timesteps, config.anneal_lr)
-            ent = entropy_coef(global_step, config.total_timesteps, config.ent_coef, config.ent_coef_final,
-                               config.ent_warmup_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+        return ppo_update(run.agent, run.optimizer, buf, advantages, returns, run.config, ent_coef,
+                          run.minibatch_rng, run.update)
+    except TrainingDiverged as exc:
+        where = f"last good checkpoint: {run.last_good}" if run.last_good else "no checkpoint was written yet"
+        raise TrainingDiverged(f"{exc}; training stopped, {where}") from None
 
-            phase = "rollout"
-            buf, next_value = collector.collect()
-            advantages, returns = compute_gae(buf.rewards, buf.values, buf.terminations, buf.truncations,
-                                              next_value, buf.final_values, config.gamma, config.gae_lambda)
-            phase = "update"
-            try:
-                stats = ppo_update(agent, optimizer, buf, advantages, returns, config, ent, minibatch_rng, update)
-            except TrainingDiverged as exc:
-                where = f"last good checkpoint: {last_good}" if last_good else "no checkpoint was written yet"
-                raise TrainingDiverged(f"{exc}; training stopped, {where}") from None
-            phase = "bookkeeping"
-            prev_step, global_step = global_step, global_step + config.batch_size
-            recent_returns.extend(collector.episode_returns)
 
-            elapsed = time.perf_counter() - start_time
-            row: dict[str, float] = {
-                "global_step": global_step, "update": update, "time_s": round(elapsed, 3),
-                "charts/learning_rate": lr, "charts/ent_coef": ent,
-                "charts/sps": (global_step - start_step) / max(elapsed - eval_time, 1e-9),  # evaluation excluded
-                "rollout/episodic_return": (float(np.mean(collector.episode_returns))
-                                            if collector.episode_returns else math.nan),
-                "rollout/episodic_length": (float(np.mean(collector.episode_lengths))
-                                            if collector.episode_lengths else math.nan),
-                **stats.metrics(),
-            }
-            for key in ("kills", "max_progress", "success", "native_return"):  # Doom's episode statistics
-                if collector.episode_stats and key in collector.episode_stats[0]:
-                    row[f"rollout/{key}"] = float(np.mean([s[key] for s in collector.episode_stats]))
-            due = (config.eval_interval > 0 and global_step // config.eval_interval > prev_step // config.eval_interval)
-            if due or global_step >= config.total_timesteps:
-                last_eval = run_eval()
-                row.update(last_eval.metrics())
-                if best_return is None or last_eval.mean_return > best_return:
-                    best_return = last_eval.mean_return
-                    save(BEST)
-                last_good = save(LATEST)
-            row["charts/eval_time_s"] = round(eval_time, 3)
-            history.append(row)
-            if logger:
-                logger.log(row)
-            if callback:
-                callback(row)
-            postfix = {"return": f"{np.mean(recent_returns):.1f}" if recent_returns else "-",
-                       "sps": f"{row['charts/sps']:.0f}"}
-            if last_eval is not None:
-                postfix["eval"] = f"{last_eval.mean_return:.1f}"
-            bar.set_postfix(postfix, refresh=False)
-            bar.update(min(global_step, config.total_timesteps) - bar.n)
-    except KeyboardInterrupt:
-        # Outside the gradient steps the weights are those of a finished update -- a consistent
-        # state worth keeping. Interrupted mid-update, the previous checkpoint stays as it is.
-        if phase == "rollout":
-            update -= 1  # this update never happened
-        if phase != "update" and run_dir is not None and global_step > start_step:
-            save(LATEST)
-        raise
+def _finish_update(run: _Run, stats: UpdateStats, lr: float, ent_coef: float) -> dict[str, float]:
+    """Count the steps, make the update's metrics row, evaluate and checkpoint when due, and log the row."""
+    config, collector = run.config, run.collector
+    prev_step, run.global_step = run.global_step, run.global_step + config.batch_size
+    run.recent_returns.extend(collector.episode_returns)
+    elapsed = time.perf_counter() - run.start_time
+    row: dict[str, float] = {
+        "global_step": run.global_step, "update": run.update, "time_s": round(elapsed, 3),
+        "charts/learning_rate": lr, "charts/ent_coef": ent_coef,
+        "charts/sps": (run.global_step - run.start_step) / max(elapsed - run.eval_time, 1e-9),  # evaluation excluded
+        "rollout/episodic_return": _mean(collector.episode_returns),
+        "rollout/episodic_length": _mean(collector.episode_lengths),
+        **stats.metrics(),
+    }
+    for key in ("kills", "max_progress", "success", "native_return"):  # Doom's episode statistics
+        if collector.episode_stats and key in collector.episode_stats[0]:
+            row[f"rollout/{key}"] = _mean([s[key] for s in collector.episode_stats])
+    due = config.eval_interval > 0 and run.global_step // config.eval_interval > prev_step // config.eval_interval
+    if due or run.global_step >= config.total_timesteps:
+        row.update(_evaluate_and_checkpoint(run))
+    row["charts/eval_time_s"] = round(run.eval_time, 3)
+    run.history.append(row)
+    if run.logger:
+        run.logger.log(row)
+    return row
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else math.nan
+
+
+def _evaluate_and_checkpoint(run: _Run) -> dict[str, float]:
+    """Evaluate on fixed-seed episodes; write ``best.pt`` on a new best mean return, and ``latest.pt``."""
+    config, start = run.config, time.perf_counter()
+    try:
+        run.last_eval = evaluate(run.agent, config.env_id, config.eval_episodes,
+                                 deterministic=not config.eval_stochastic, success_threshold=config.success_threshold,
+                                 device=run.device, env_kwargs=config.env_kwargs)
     finally:
-        bar.close()
-        collector.close()
-        if logger:
-            logger.close()
-    return TrainResult(agent, config, run_dir, global_step, best_return, last_eval, history)
+        run.eval_time += time.perf_counter() - start
+    if run.best_return is None or run.last_eval.mean_return > run.best_return:
+        run.best_return = run.last_eval.mean_return
+        _save(run, BEST)
+    run.last_good = _save(run, LATEST)
+    return run.last_eval.metrics()
+
+
+def _save(run: _Run, name: str) -> Path | None:
+    """Write checkpoint ``name`` atomically into the run directory (nothing without one)."""
+    if run.run_dir is None:
+        return None
+    envs = run.collector.envs
+    payload = {"model": run.agent.state_dict(), "optimizer": run.optimizer.state_dict(),
+               "config": run.config.to_dict(), "global_step": run.global_step, "update": run.update,
+               "best_return": run.best_return, "obs_shape": tuple(envs.single_observation_space.shape),
+               "n_actions": int(envs.single_action_space.n), "rng": rng_state(run.minibatch_rng)}
+    rms = getattr(envs, "return_rms", None)  # the reward normaliser's running statistics
+    if rms is not None:
+        payload["reward_rms"] = {"mean": rms.mean, "var": rms.var, "count": rms.count}
+    return save_checkpoint(run.run_dir / name, payload)
+
+
+def _keep_finished_work(run: _Run, phase: str) -> None:
+    """On Ctrl-C: outside the gradient steps the weights are those of a finished update, a consistent state
+    worth keeping; interrupted mid-update, the previous checkpoint stays as it is."""
+    if phase == "rollout":
+        run.update -= 1  # this update never happened
+    if phase != "update" and run.run_dir is not None and run.global_step > run.start_step:
+        _save(run, LATEST)
+
+
+def _progress_bar(run: _Run, progress: bool):
+    from tqdm.auto import tqdm
+
+    total = run.config.total_timesteps
+    return tqdm(total=total, initial=min(run.global_step, total), unit="step", disable=not progress,
+                dynamic_ncols=True, desc=run.config.env_id)
+
+
+def _show_progress(bar, run: _Run, row: dict[str, float]) -> None:
+    postfix = {"return": f"{np.mean(run.recent_returns):.1f}" if run.recent_returns else "-",
+               "sps": f"{row['charts/sps']:.0f}"}
+    if run.last_eval is not None:
+        postfix["eval"] = f"{run.last_eval.mean_return:.1f}"
+    bar.set_postfix(postfix, refresh=False)
+    bar.update(min(run.global_step, run.config.total_timesteps) - bar.n)
 
 
 def load_agent(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, PPOConfig]:

@@ -22,7 +22,7 @@ from ppo_course.config import ConfigError
 from ppo_course.envs import make_vector_env
 from ppo_course.evaluate import RecurrentPolicy, evaluate
 from ppo_course.networks import CNNActorCritic, NatureCNN, RecurrentActorCritic, build_agent
-from ppo_course.trainer import RolloutCollector, load_agent, minibatch_indices, ppo_update
+from ppo_course.trainer import RolloutCollector, load_agent, make_collector, minibatch_indices, ppo_update
 
 MEMORY_ID = "PPOCourseTest/MemoryCue-v0"
 
@@ -112,7 +112,7 @@ def _two_rollouts(config, length=5, groups=1, agent=None, lengths=None, time_lim
     size = len(lengths) // groups
     envs = [_cue_envs(lengths[g * size:(g + 1) * size], time_limit) for g in range(groups)]
     agent = agent if agent is not None else _sharp_agent(config)
-    collector = RolloutCollector(envs if groups > 1 else envs[0], agent, config.num_steps, seed=0)
+    collector = make_collector(envs, agent, config.num_steps, seed=0)
     collector.collect()
     buf, next_value = collector.collect()
     collector.close()
@@ -221,12 +221,12 @@ def test_env_groups_collect_what_one_vector_env_collects():
 
 
 def test_flat_random_minibatches_do_not_reproduce_the_rollout():
-    """Seed 000's way -- flat random minibatches unrolled from the first sample's stored state -- gets ratio != 1."""
+    """The shortcut -- flat random minibatches unrolled from the first sample's stored state -- gets ratio != 1."""
     config = memory_config(num_envs=4, num_steps=12)
     agent, buf, _ = _two_rollouts(config, length=5)
     T, N = buf.num_steps, buf.num_envs
     with torch.no_grad():
-        # the seed's per-step snapshots: the state *before* each step (replayed exactly)
+        # the shortcut's per-step snapshots: the state *before* each step (replayed exactly)
         h, c = buf.initial_lstm_state
         snapshots = []
         for t in range(T):

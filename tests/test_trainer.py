@@ -147,7 +147,7 @@ def test_async_vector_envs_train_too(tiny_config):
 
 def test_training_in_two_env_groups(tiny_config):
     """env_groups = 2: the trainer makes two vector envs, steps one in a background thread, and closes both."""
-    from ppo_course.trainer import make_train_envs
+    from ppo_course.trainer import make_collector, make_train_envs
 
     config = tiny_config.replace(env_groups=2, norm_reward=False, total_timesteps=2 * tiny_config.batch_size,
                                  eval_interval=0,
@@ -161,7 +161,7 @@ def test_training_in_two_env_groups(tiny_config):
     threads = torch.get_num_threads()
     try:  # a grouped rollout runs PyTorch on one thread and gives the setting back afterwards
         torch.set_num_threads(2)
-        collector = RolloutCollector(make_train_envs(config), result.agent, num_steps=8)
+        collector = make_collector(make_train_envs(config), result.agent, num_steps=8)
         collector.collect()
         assert torch.get_num_threads() == 2
         collector.close()
