@@ -5,7 +5,7 @@ For one Doom preset (default ``doom:deadly_corridor``: 8 envs, 160x120 engine sc
 
 * raw ViZDoom steps/s: the same number of games stepped in turn with random actions, screen
   buffer read, no wrapper and no network (:func:`ppo_course.envs.doom.raw_steps_per_second`);
-* rollout steps/s: :class:`ppo_course.trainer.RolloutCollector` filling rollouts -- game steps,
+* rollout steps/s: the trainer's collector (``trainer.make_collector``) filling rollouts -- game steps,
   frame preprocessing and stacking, policy inference (one batched CNN + LSTM forward per step
   and group) and storage; the PPO update excluded -- for three settings: one in-process vector
   env, two pipelined env groups (the preset's ``env_groups = 2``), and subprocess (async) envs;
@@ -40,7 +40,7 @@ DEFAULT_THREADS = torch.get_num_threads()  # PyTorch's default for this machine,
 
 
 def rollout_steps_per_second(config: PPOConfig, rollouts: int) -> float:
-    """Steps/s of the trainer's collector (``make_collector``) (after one warm-up rollout), policy inference included."""
+    """Steps/s of the trainer's collector (after one warm-up rollout), policy inference included."""
     torch.set_num_threads(config.torch_threads or DEFAULT_THREADS)  # 0 = PyTorch's default, as in train()
     envs = make_train_envs(config)
     agent = build_agent(config, envs[0].single_observation_space.shape, envs[0].single_action_space.n)

@@ -3,8 +3,8 @@
 * :class:`MLPActorCritic` -- flat observation vectors (LunarLander).
 * :class:`CNNActorCritic` -- stacked pixel frames through :class:`NatureCNN`; no memory beyond
   the frame stack (the control agent of the Doom track).
-* :class:`RecurrentActorCritic` -- :class:`NatureCNN` -> LSTM -> actor and critic heads (seed 000
-  sections 3, 5.2, 6; CleanRL's ``ppo_atari_lstm.py``).
+* :class:`RecurrentActorCritic` -- :class:`NatureCNN` -> LSTM -> actor and critic heads (CleanRL's
+  ``ppo_atari_lstm.py``; sb3-contrib's RecurrentPPO).
 
 The initialisation follows "The 37 Implementation Details of PPO" (Huang et al., 2022)
 and CleanRL's ``ppo.py``: orthogonal weights, zero biases, gain sqrt(2) in hidden
@@ -13,8 +13,9 @@ action gets explored) and 1.0 for the value head. The LSTM gets orthogonal weigh
 gain 1 and zero biases, as in CleanRL's ``ppo_atari_lstm.py``.
 
 Pixel observations are stored as uint8 (4x less memory than float32) and scaled to [0, 1]
-inside :class:`NatureCNN`, on the way into the first convolution (seed 000 section 5.1 divides
-by 255 in the environment wrapper instead; doing it in the network keeps rollout storage small).
+inside :class:`NatureCNN`, on the way into the first convolution (dividing
+by 255 in the environment wrapper instead would store float32 frames: doing it in the network keeps
+rollout storage four times smaller).
 """
 
 from __future__ import annotations
@@ -247,7 +248,7 @@ def lstm_step(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, w_ih_t: torch.T
 
 
 class NatureCNN(nn.Module):
-    """The DQN Nature paper's encoder (Mnih et al. 2015; seed 000 section 3): stacked frames -> 512 features.
+    """The DQN Nature paper's encoder (Mnih et al. 2015; CleanRL's ``ppo_atari.py``): stacked frames -> 512 features.
 
     ``Conv(32, 8x8, stride 4) -> ReLU -> Conv(64, 4x4, stride 2) -> ReLU -> Conv(64, 3x3, stride 1)
     -> ReLU -> flatten -> Linear(features_dim) -> ReLU``, every layer orthogonal with gain sqrt(2).
@@ -343,11 +344,11 @@ class RecurrentActionAndValue(NamedTuple):
 
 
 class RecurrentActorCritic(nn.Module):
-    """:class:`NatureCNN` -> LSTM -> actor head (gain 0.01) and critic head (gain 1.0) (seed 000 sections 3, 6.1).
+    """:class:`NatureCNN` -> LSTM -> actor head (gain 0.01) and critic head (gain 1.0), as in CleanRL's ``ppo_atari_lstm.py``.
 
     The LSTM carries ``(h, c)`` from step to step, so the policy can act on what it saw
     earlier in the episode (an enemy that left the screen, a cue shown once). Where an episode
-    has just begun, the state is zeroed before the step (seed 000 section 5.2)::
+    has just begun, the state is zeroed before the step (CleanRL's ``ppo_atari_lstm.py``)::
 
         h <- h * (1 - done);  c <- c * (1 - done)
 
@@ -355,8 +356,8 @@ class RecurrentActorCritic(nn.Module):
     restarts from a blank memory exactly where the new episode starts.
 
     **The two layouts.** PyTorch's LSTM keeps its state as ``(num_layers, batch, hidden)`` =
-    ``(1, N, hidden)`` here; rollout storage is time-major ``(T, N, ...)`` (CleanRL). Seed 000
-    section 5.3 stores a snapshot of the state at *every* step, permuted to ``(N, 1, hidden)``;
+    ``(1, N, hidden)`` here; rollout storage is time-major ``(T, N, ...)`` (CleanRL). A per-step
+    design would store a snapshot of the state at *every* step, permuted to ``(N, 1, hidden)``;
     this package stores only the state at the *start* of a rollout, in PyTorch's own layout
     ``(1, N, hidden)`` -- the update re-unrolls whole sequences from it (see
     :func:`ppo_course.trainer.ppo_update`), so no per-step snapshots and no permute are needed.
@@ -370,7 +371,7 @@ class RecurrentActorCritic(nn.Module):
     Args:
         obs_shape: ``(frame_stack, height, width)``.
         n_actions: discrete actions.
-        lstm_hidden_size: LSTM width (CleanRL: 128; seed 000: 512).
+        lstm_hidden_size: LSTM width (CleanRL: 128; ``doom:basic``'s preset 128, ``doom:deadly_corridor``'s 512).
         features_dim: NatureCNN output width (the LSTM's input size).
     """
 
@@ -439,7 +440,7 @@ class RecurrentActorCritic(nn.Module):
     def get_action_and_value(self, x: torch.Tensor, lstm_state: LSTMState, done: torch.Tensor,
                              action: torch.Tensor | None = None,
                              deterministic: bool = False) -> RecurrentActionAndValue:
-        """Sample (or score) actions, evaluate the critic, and advance the memory (seed 000 section 6.2).
+        """Sample (or score) actions, evaluate the critic, and advance the memory.
 
         Args:
             x, lstm_state, done: as :meth:`get_states` (rollout: T = 1; update: T = num_steps).
