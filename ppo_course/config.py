@@ -9,7 +9,7 @@ A configuration is built in layers, each overriding the one before::
 
 and validated at the end (:meth:`PPOConfig.validate`), so a bad value fails before
 any environment is created. Field names follow CleanRL's ``ppo.py`` (``num_envs``,
-``num_steps``, ``clip_coef``, ``gae_lambda``, ...). The presets mirror seed 002's
+``num_steps``, ``clip_coef``, ``gae_lambda``, ...). The presets are
 ``defaults`` / ``explore`` / ``fast`` / ``debug``.
 """
 
@@ -199,12 +199,12 @@ def _is_finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-#: Named bundles of overrides, composable in order (seed 002's presets).
+#: Named bundles of overrides, composable in order.
 PRESETS: dict[str, dict[str, Any]] = {
     # The environment's tuned defaults, unchanged.
     "defaults": {},
     # Stuck in a local optimum: a larger entropy bonus and a gentler learning rate
-    # (seed 002 raises ent_coef 0.03 -> 0.05 and lowers the learning rate to 1e-4).
+    # (ent_coef up to 0.05, the learning rate down to 1e-4).
     "explore": {"ent_coef": 0.05, "learning_rate": 1e-4},
     # Quicker iteration: a fifth of the budget, fewer evaluation episodes.
     "fast": {"total_timesteps": 100_000, "eval_interval": 20_000, "eval_episodes": 5},
@@ -240,10 +240,9 @@ ENV_DEFAULTS: dict[str, dict[str, Any]] = {
         "num_envs": 4,
         "success_threshold": 475.0,
     },
-    # ViZDoom (issue 5). Common to both: the CNN+LSTM agent, no reward normalisation -- the
-    # shaping coefficients set the reward scale on purpose, and the critic should learn returns
-    # in those units (seed 000 section 4, "Return Normalization (Explicitly Absent)") -- and
-    # advantages normalised per minibatch. Minibatches are whole environment sequences, so
+    # ViZDoom. Common to both: the CNN+LSTM agent, no reward normalisation -- the shaping
+    # coefficients set the reward scale on purpose, and the critic should learn returns in those
+    # units -- and advantages normalised per minibatch. Minibatches are whole environment sequences, so
     # num_minibatches divides num_envs. torch_threads 0 (PyTorch's default: every core): the games
     # are child processes that wait while the network runs, so the network may use all the cores;
     # measured on 2 cores, training on basic ran 1.6x faster (267 vs 163 steps/s) than with 1 thread.
@@ -252,9 +251,9 @@ ENV_DEFAULTS: dict[str, dict[str, Any]] = {
     # The update still uses every core. benchmarks/RESULTS.md has the A/B.
     #
     # basic: one monster, 3 actions, episodes of at most 300 tics (75 agent steps). Native reward
-    # (+101 kill, -5 per shot, -1 per tic; best about 95). Scaled by 0.01 at the source (the
-    # seed's way, instead of normalising): returns then lie in about [-3, 1], and the critic's
-    # gradient no longer swamps the policy's under the shared CNN and the global norm clip.
+    # (+101 kill, -5 per shot, -1 per tic; best about 95). Scaled by 0.01 at the source (instead
+    # of normalising): returns then lie in about [-3, 1], and the critic's gradient no longer
+    # swamps the policy's under the shared CNN and the global norm clip.
     # Evaluation still reports the native score (info["episode_stats"]["native_return"]).
     # On a 2-core CPU throughput decides the 15-minute target, and a gradient step on a CNN+LSTM
     # costs more per sample than playing: 8 envs x 64 steps, 3 epochs of 2 sequence minibatches
@@ -281,10 +280,11 @@ ENV_DEFAULTS: dict[str, dict[str, Any]] = {
         "torch_threads": 0,
         "env_groups": 2,
     },
-    # deadly_corridor: seed 000's settings -- 8 envs x 128 steps, 4 epochs, lr 2.5e-4 annealed,
-    # LSTM 512 (section 5.3's (1, 8, 512)), clipping 0.2, the entropy warm-up of section 7.2
-    # held for 500k steps then decayed. The seed gives no warm/final entropy values; 0.02 -> 0.005
-    # is our choice. The scenario needs millions of steps: more than a CPU hour can give.
+    # deadly_corridor: Atari-style settings (the PPO paper, CleanRL's ppo_atari_lstm.py) -- 8 envs
+    # x 128 steps, 4 epochs, lr 2.5e-4 annealed -- with the default clipping 0.2, a wider LSTM (512;
+    # CleanRL's is 128) and an entropy warm-up: 0.02 held for 500k steps, then decayed to 0.005
+    # (explore on purpose first, then let the policy sharpen). The scenario needs millions of steps:
+    # more than a CPU hour can give.
     "doom:deadly_corridor": {
         "total_timesteps": 5_000_000,
         "num_envs": 8,

@@ -1,7 +1,7 @@
 """The debugging checklist as code: read a run's ``metrics.csv`` and name what looks wrong.
 
-Each rule is one symptom from seed 003's debugging checklist and seed 002's "how to read the
-metrics", with the fix the checklist suggests. The thresholds are rules of thumb for
+Each rule is one symptom from the course's debugging checklist and its guide to reading the
+metrics (notebook 08), with the fix the checklist suggests. The thresholds are rules of thumb for
 discrete-action PPO with CleanRL-style settings, not laws; :data:`HEALTHY_RANGES` is also what
 the plots shade, so the pictures and the diagnosis agree.
 

@@ -1,6 +1,6 @@
 """Metrics to TensorBoard and to ``metrics.csv``, one row per update.
 
-The names follow seed 002 and CleanRL: ``train/*`` from the update, ``eval/*`` from the
+The names follow CleanRL: ``train/*`` from the update, ``eval/*`` from the
 periodic evaluation (blank on rows without one), ``rollout/*`` from training episodes,
 ``charts/*`` for the learning rate and speed. ``metrics.csv`` is plain CSV, readable with
 :func:`read_metrics` (no pandas needed) and plotted by :mod:`ppo_course.viz.plots`.

@@ -29,10 +29,10 @@ def entropy_coef(step: int, total: int, start: float, final: float | None = None
     """Entropy coefficient with an optional constant warm-up, then a linear decay.
 
     * ``final is None``: constant ``start``.
-    * ``warmup_steps == 0``: plain linear annealing from ``start`` to ``final`` over training (seed 004).
+    * ``warmup_steps == 0``: plain linear annealing from ``start`` to ``final`` over training.
     * otherwise: held at ``start`` for ``warmup_steps``, then linear from ``start`` to ``final``
-      over the remaining ``total - warmup_steps`` steps (seed 000 section 7.2: explore on purpose
-      first, then let the policy sharpen).
+      over the remaining ``total - warmup_steps`` steps (explore on purpose first, then let the
+      policy sharpen).
     """
     if final is None:
         return start

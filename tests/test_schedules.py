@@ -18,8 +18,8 @@ def test_annealed_lr():
 
 def test_entropy_constant_linear_and_warmup_then_decay():
     assert entropy_coef(70, 100, start=0.01) == 0.01
-    assert entropy_coef(50, 100, start=0.02, final=0.0) == pytest.approx(0.01)  # plain linear (seed 004)
-    # warm-up (seed 000 section 7.2): held for 40 steps, then linear over the remaining 60
+    assert entropy_coef(50, 100, start=0.02, final=0.0) == pytest.approx(0.01)  # plain linear
+    # warm-up: held for 40 steps, then linear over the remaining 60
     assert entropy_coef(39, 100, start=0.05, final=0.01, warmup_steps=40) == 0.05
     assert entropy_coef(70, 100, start=0.05, final=0.01, warmup_steps=40) == pytest.approx(0.03)
     assert entropy_coef(100, 100, start=0.05, final=0.01, warmup_steps=40) == pytest.approx(0.01)

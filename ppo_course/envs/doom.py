@@ -1,4 +1,4 @@
-"""ViZDoom scenarios as Gymnasium environments: pixels, multi-hot actions, reward shaping (seeds 000/001 section 2).
+"""ViZDoom scenarios as Gymnasium environments: pixels, multi-hot actions, reward shaping.
 
 An env id ``"doom:<scenario>"`` (``doom:basic``, ``doom:deadly_corridor``, ...) names one of the
 scenarios bundled with the ``vizdoom`` package (``vizdoom.scenarios_path``; nothing is downloaded).
@@ -10,9 +10,9 @@ observations ``Box(0, 255, (frame_stack, 84, 84), uint8)`` channels-first, actio
 The pieces, each small enough to test and teach on its own:
 
 * **Buttons.** Every scenario is played through the same 7 atomic buttons
-  :data:`SHARED_BUTTONS` = ``[FWD, BACK, TURN_L, TURN_R, STRAFE_L, STRAFE_R, ATK]`` (seed section 2,
-  "multi-hot wrapper"). The engine is always given these 7 in this order, so an action is one
-  multi-hot row of length 7 whatever the scenario. Each scenario's discrete action table
+  :data:`SHARED_BUTTONS` = ``[FWD, BACK, TURN_L, TURN_R, STRAFE_L, STRAFE_R, ATK]``. The engine is
+  always given these 7 in this order, so an action is one multi-hot row of length 7 whatever the
+  scenario. Each scenario's discrete action table
   (:data:`ACTION_TABLES`) presses only the buttons that the scenario's own ``.cfg`` lists: ``basic``
   keeps its 3 classic actions (strafe left, strafe right, attack), because moving forward or turning
   would make it a different task from the one every published result is measured on. The check is
@@ -21,12 +21,12 @@ The pieces, each small enough to test and teach on its own:
   ViZDoom offers); :func:`preprocess_frame` turns it into one 84x84 grayscale uint8 frame (OpenCV,
   ``INTER_AREA``), and Gymnasium's ``FrameStackObservation`` stacks the last 4, channels-first.
   Observations stay uint8 (4x less rollout memory than float32); the network scales them to [0, 1]
-  (seed 000 section 5.1 divides by 255 in the wrapper instead).
+  (dividing by 255 in the wrapper instead would store float32 frames).
 * **Game variables.** Registered with the engine by name: the variables the *active* shaping terms
   need (:func:`required_variables`: a term whose coefficients are 0 asks for nothing) plus the few
   the episode statistics report (:data:`STAT_VARIABLES`). They are read by name from
   ``state.game_variables`` through the engine's own list of registered variables, never through a
-  hard-coded index (seed section 5.1, ``_find_var_index``).
+  hard-coded index (which breaks as soon as another variable is registered).
 * **Reward.** :func:`shaping_terms` is a pure function of two dicts of game variables (previous and
   current agent step), the best x reached so far, the native reward and a :class:`DoomConfig`; the
   env's reward is the sum of its terms. :data:`SCENARIO_SHAPING_DEFAULTS` gives each scenario's
@@ -38,7 +38,7 @@ The pieces, each small enough to test and teach on its own:
   the pixels (a clock is not in the observation). Reporting ``truncated`` lets the trainer bootstrap
   from V(final_obs) instead (Pardo et al., 2018, "Time Limits in Reinforcement Learning").
 
-Where this module departs from seeds 000/001, and why:
+Details that are easy to get wrong, and the choices made here:
 
 * **Ammo** is summed over the four Doom ammo *pools* ``AMMO2`` (bullets), ``AMMO3`` (shells),
   ``AMMO5`` (rockets), ``AMMO6`` (cells), not over all ten ``AMMO0..AMMO9``. ViZDoom's ``AMMO<i>``
@@ -48,10 +48,10 @@ Where this module departs from seeds 000/001, and why:
   every slot would charge each bullet twice. Switching weapons changes none of the pools: it is free.
 * **Health** is clamped at 0 before taking the delta: the engine reports negative health on a
   killing blow (e.g. -6), and overkill is not damage worth extra penalty.
-* **Progress** pays only for a new maximum x (seed section 2 says so; a plain ``dx`` reward would pay
-  again every time the agent walks back and forth), measured from the episode's start position.
-* **Native reward** is one term among the others, scaled by ``native_scale`` (the seed keeps it
-  at face value and "largely ignores" it; here the choice is an explicit coefficient).
+* **Progress** pays only for a new maximum x (a plain ``dx`` reward would pay again every time the
+  agent walks back and forth), measured from the episode's start position.
+* **Native reward** is one term among the others, scaled by ``native_scale``: keeping it at face
+  value or ignoring it is an explicit choice of coefficient (1 or 0), not a silent default.
 * **Time-outs** are truncations (above).
 """
 
@@ -75,7 +75,7 @@ from .lunar import EnvironmentIdError
 
 PREFIX = "doom:"
 
-#: The 7 atomic buttons of every scenario, in the order of a multi-hot action row (seed section 2).
+#: The 7 atomic buttons of every scenario, in the order of a multi-hot action row.
 SHARED_BUTTONS: tuple[str, ...] = (
     "MOVE_FORWARD", "MOVE_BACKWARD", "TURN_LEFT", "TURN_RIGHT", "MOVE_LEFT", "MOVE_RIGHT", "ATTACK",
 )
@@ -96,7 +96,8 @@ ACTION_TABLES: dict[str, tuple[tuple[str, ...], ...]] = {
     "my_way_home": (("FWD",), ("TURN_L",), ("TURN_R",), ("FWD", "TURN_L"), ("FWD", "TURN_R"),
                     ("STRAFE_L",), ("STRAFE_R",)),
     "take_cover": (("STRAFE_L",), ("STRAFE_R",)),
-    # Seed section 2: 12 actions, index 7 = forward + attack, index 8 = strafe left + attack.
+    # 12 actions: the 6 movements, attack, and attack combined with forward, strafing or turning
+    # (index 7 = forward + attack, index 8 = strafe left + attack).
     "deadly_corridor": (
         ("FWD",), ("BACK",), ("TURN_L",), ("TURN_R",), ("STRAFE_L",), ("STRAFE_R",), ("ATK",),
         ("FWD", "ATK"), ("STRAFE_L", "ATK"), ("STRAFE_R", "ATK"), ("TURN_L", "ATK"), ("TURN_R", "ATK"),
@@ -122,7 +123,7 @@ class DoomEnvError(ValueError):
 
 @dataclass(frozen=True)
 class DoomConfig:
-    """Reward-shaping coefficients (seed section 1). Every term is a per-agent-step reward.
+    """Reward-shaping coefficients. Every term is a per-agent-step reward.
 
     Penalties are magnitudes (>= 0) that are subtracted. Units: kills, ammo units, health points,
     map units (a corridor is about 1,300 units long), agent steps.
@@ -186,8 +187,8 @@ class DoomConfig:
 #:   aligned with the goal (basic: -1 per tic, +101 for the kill, -5 per missed shot; health
 #:   gathering: +1 per tic alive, -100 for dying), and their published results (and the course's
 #:   target of >= 75 on basic) are in native units, which the episode return then equals.
-#: * ``deadly_corridor``: the seed's shaping. Kills (5.0) and new ground (0.01 per unit; the whole
-#:   corridor is worth about 13) are the seed's numbers; the rest are ours: damage taken costs 0.05
+#: * ``deadly_corridor``: a shaped reward. Kills (5.0) and new ground (0.01 per unit; the whole
+#:   corridor is worth about 13) are the main terms; the others: damage taken costs 0.05
 #:   per health point (dying from full health about -5, the value of one kill), each bullet 0.02
 #:   (a kill takes a few shots, so shooting stays clearly worth it) and picking bullets up from
 #:   dead zombies earns the same back, an empty weapon costs 0.1 per step. The native reward is
@@ -296,7 +297,7 @@ def check_shaping(scenario: str, config: DoomConfig) -> None:
 
 def shaping_terms(prev_vars: Mapping[str, float], vars: Mapping[str, float], max_x: float,
                   config: DoomConfig, native_reward: float = 0.0) -> dict[str, float]:
-    """The reward of one agent step, term by term, from frame-to-frame deltas (seed section 5.1, ``_shape_reward``).
+    """The reward of one agent step, term by term, from frame-to-frame deltas.
 
     Args:
         prev_vars: game variables (name -> value) after the previous agent step (or at reset).
