@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .envs import make_env
+from .networks import weight_snapshot
 
 #: A batch policy: observations ``(batch, *obs_shape)`` -> actions ``(batch,)``, as NumPy arrays.
 PolicyFn = Callable[[np.ndarray], np.ndarray]
@@ -222,7 +223,8 @@ def evaluate(agent: torch.nn.Module, env_id: str, episodes: int = 10, determinis
     was_training = agent.training
     agent.eval()
     try:
-        return evaluate_policy(agent_policy(agent, deterministic, device), env_id, episodes, seed, success_threshold,
-                               env_kwargs=env_kwargs)
+        with weight_snapshot(agent):  # the weights are fixed for the whole evaluation
+            return evaluate_policy(agent_policy(agent, deterministic, device), env_id, episodes, seed,
+                                   success_threshold, env_kwargs=env_kwargs)
     finally:
         agent.train(was_training)

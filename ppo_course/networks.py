@@ -21,6 +21,7 @@ rollout storage four times smaller).
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
@@ -204,26 +205,45 @@ class MLPActorCritic(nn.Module):
 def transposed(module: nn.Module, name: str) -> torch.Tensor:
     """``module.<name>.T`` as a contiguous ``(in, out)`` matrix, for ``torch.addmm(bias, x, W_T)`` = ``x @ W.T + bias``.
 
-    The product is the one ``F.linear(x, W, bias)`` computes, but with ``W.T`` laid out row by row the
-    CPU's matrix multiply reads it in order: for a Doom rollout step (batch 4-8, the 3136 -> 512 layer
-    and the LSTM's 512 -> 2048 gates) it ran 1.5-1.6x faster, and these layers take about a third of
-    the step's policy time (``benchmarks/RESULTS.md``). With autograd on (updates) the copy is made on every
-    call -- once per minibatch, and gradients flow to ``W``; with it off (rollouts, evaluation) it is kept
-    on the module and remade whenever ``W`` changes (its version counter or its storage moves: an
-    optimiser step, ``load_state_dict``, ``.to(device)``).
+    The product is the one ``F.linear(x, W, bias)`` computes; with ``W.T`` laid out row by row, the
+    CPU's matrix multiply reads it in order, which is faster for the small batches of a Doom rollout
+    step (``benchmarks/RESULTS.md``). Inside :func:`weight_snapshot` (rollouts, evaluation: no
+    autograd) the copy taken on entry is returned; everywhere else the copy is made from the current
+    weight on every call, and with autograd on, gradients flow to ``W``.
 
     Returns:
         ``(in_features, out_features)`` float32, on ``W``'s device.
     """
-    weight = getattr(module, name)
-    if torch.is_grad_enabled():
-        return weight.t().contiguous()
-    cache = module.__dict__.setdefault("_transposed_cache", {})
-    key = (weight._version, weight.data_ptr())
-    if name not in cache or cache[name][0] != key:
-        with torch.inference_mode(False):  # a normal tensor, usable outside inference mode too
-            cache[name] = (key, weight.detach().t().contiguous())
-    return cache[name][1]
+    if not torch.is_grad_enabled():
+        snapshot = module.__dict__.get("_weight_snapshot")
+        if snapshot is not None:
+            return snapshot[name]
+    return getattr(module, name).t().contiguous()
+
+
+@contextmanager
+def weight_snapshot(agent: nn.Module):
+    """Within the block, every :func:`transposed` weight of ``agent`` is one copy taken on entry.
+
+    A rollout (:class:`~ppo_course.rollout.RolloutCollector`) and an evaluation run many forward
+    passes with weights that do not change, so the transposed copies of the large matrices (NatureCNN's
+    linear layer, the LSTM's gates; the modules listed in their ``_transposed_weights``) are made once
+    per block instead of once per step. Weights changed between blocks (an optimiser step,
+    ``load_state_dict``, an edit through ``.data``) are always seen by the next block; do not change
+    them inside one. Blocks nest (the outer snapshot is kept).
+    """
+    taken = []
+    with torch.inference_mode(False), torch.no_grad():  # normal tensors, usable outside inference mode too
+        for module in agent.modules():
+            names = getattr(module, "_transposed_weights", ())
+            if names and "_weight_snapshot" not in module.__dict__:
+                module.__dict__["_weight_snapshot"] = {n: getattr(module, n).detach().t().contiguous() for n in names}
+                taken.append(module)
+    try:
+        yield agent
+    finally:
+        for module in taken:
+            del module.__dict__["_weight_snapshot"]
 
 
 def lstm_step(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, w_ih_t: torch.Tensor, w_hh_t: torch.Tensor,
@@ -245,6 +265,41 @@ def lstm_step(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, w_ih_t: torch.T
     i, f, g, o = gates.chunk(4, dim=1)
     c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
     return torch.sigmoid(o) * torch.tanh(c), c
+
+
+def masked_lstm_unroll(lstm: nn.LSTM, features: torch.Tensor, lstm_state: LSTMState,
+                       starts: torch.Tensor) -> tuple[torch.Tensor, LSTMState]:
+    """Unroll ``lstm`` over T steps of N environments, zeroing an environment's ``(h, c)`` before each
+    step where its episode starts -- the done mask of CleanRL's ``ppo_atari_lstm.py``.
+
+    One step at a time (the mask must act between steps), each computed by :func:`lstm_step` on the
+    LSTM's own parameters: the equations of ``lstm(x, (h, c))`` (agreement is tested), faster than the
+    sequence LSTM for one step of a small batch on the CPU. The rollout, the update and the exercise
+    checks all come here, so they compute the same numbers.
+
+    Args:
+        lstm: a ``torch.nn.LSTM`` (any number of layers, ``batch_first=False``).
+        features: ``(T, N, input_size)`` float32 inputs, time-major.
+        lstm_state: ``(h, c)`` before the first step, each ``(num_layers, N, hidden)``.
+        starts: ``(T, N)`` episode-start flags, 1.0 where step t's input is the first of an episode
+            (the state is zeroed before that step), else 0.0.
+
+    Returns:
+        ``(outputs, (h, c))``: ``(T, N, hidden)`` top-layer outputs and the state after the last step
+        (not masked for any later start).
+    """
+    keep = (1.0 - starts.float()).unsqueeze(-1)  # (T, N, 1): broadcasts over (N, hidden)
+    layers = [(transposed(lstm, f"weight_ih_l{k}"), transposed(lstm, f"weight_hh_l{k}"),
+               getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}")) for k in range(lstm.num_layers)]
+    h, c = list(lstm_state[0]), list(lstm_state[1])  # per layer, each (N, hidden)
+    outputs = []
+    for t in range(features.shape[0]):
+        inp = features[t]
+        for k, weights in enumerate(layers):  # a stacked LSTM: each layer's output feeds the next
+            h[k], c[k] = lstm_step(inp, h[k] * keep[t], c[k] * keep[t], *weights)
+            inp = h[k]
+        outputs.append(inp)
+    return torch.stack(outputs), (torch.stack(h), torch.stack(c))
 
 
 class NatureCNN(nn.Module):
@@ -277,6 +332,7 @@ class NatureCNN(nn.Module):
         with torch.no_grad():
             n_flat = self.convs(torch.zeros(1, *obs_shape)).shape[1]
         self.linear = layer_init(nn.Linear(n_flat, features_dim))
+        self.linear._transposed_weights = ("weight",)  # kept row-major within weight_snapshot (see transposed)
         self.features_dim = features_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -350,7 +406,7 @@ class RecurrentActorCritic(nn.Module):
     earlier in the episode (an enemy that left the screen, a cue shown once). Where an episode
     has just begun, the state is zeroed before the step (CleanRL's ``ppo_atari_lstm.py``)::
 
-        h <- h * (1 - done);  c <- c * (1 - done)
+        h <- h * (1 - start);  c <- c * (1 - start)
 
     applied per time step while unrolling, so a sequence that crosses an episode boundary
     restarts from a blank memory exactly where the new episode starts.
@@ -364,9 +420,9 @@ class RecurrentActorCritic(nn.Module):
     Selecting environments from a stored state is ``h[:, env_indices]`` (dimension 1 is the batch).
 
     **The inputs.** ``x`` is ``(T * N, C, H, W)``: T time steps of N environments, flattened
-    time-major (row ``t * N + n`` is env n at step t), as ``RolloutBuffer`` stores it. ``done`` is
+    time-major (row ``t * N + n`` is env n at step t), as ``RolloutBuffer`` stores it. ``starts`` is
     ``(T * N,)`` float32, 1.0 where ``x`` is the *first* observation of a new episode (the
-    previous step ended one) -- CleanRL's ``next_done``. During a rollout T = 1.
+    previous step ended one) -- the buffer's ``starts``, CleanRL's ``next_done``. During a rollout T = 1.
 
     Args:
         obs_shape: ``(frame_stack, height, width)``.
@@ -388,6 +444,7 @@ class RecurrentActorCritic(nn.Module):
                 nn.init.constant_(param, 0.0)
             elif "weight" in name:
                 nn.init.orthogonal_(param, 1.0)
+        self.lstm._transposed_weights = ("weight_ih_l0", "weight_hh_l0")  # see weight_snapshot
         self.actor_head = layer_init(nn.Linear(lstm_hidden_size, n_actions), std=POLICY_GAIN)
         self.critic_head = layer_init(nn.Linear(lstm_hidden_size, 1), std=VALUE_GAIN)
 
@@ -397,13 +454,14 @@ class RecurrentActorCritic(nn.Module):
         shape = (self.lstm.num_layers, num_envs, self.lstm_hidden_size)
         return torch.zeros(shape, device=device), torch.zeros(shape, device=device)
 
-    def get_states(self, x: torch.Tensor, lstm_state: LSTMState, done: torch.Tensor) -> tuple[torch.Tensor, LSTMState]:
-        """Unroll the LSTM over T steps, zeroing the state where an episode begins.
+    def get_states(self, x: torch.Tensor, lstm_state: LSTMState,
+                   starts: torch.Tensor) -> tuple[torch.Tensor, LSTMState]:
+        """Encode T steps of observations and unroll the LSTM over them (:func:`masked_lstm_unroll`).
 
         Args:
             x: ``(T * N, C, H, W)`` observations, time-major.
             lstm_state: ``(h, c)`` before the first step, each ``(num_layers, N, hidden)`` (1 layer here).
-            done: ``(T * N,)`` episode-start flags (1.0 = reset the memory before this step).
+            starts: ``(T * N,)`` episode-start flags (1.0 = reset the memory before this step).
 
         Returns:
             ``(hidden, lstm_state)``: ``(T * N, hidden)`` LSTM outputs (time-major) and the state
@@ -417,54 +475,37 @@ class RecurrentActorCritic(nn.Module):
         if features.shape[0] % n:
             raise ValueError(f"{features.shape[0]} observations are not T steps of {n} environments")
         features = features.reshape(-1, n, features.shape[-1])  # (T, N, features)
-        keep = (1.0 - done.float()).reshape(-1, 1, n, 1)  # (T, 1, N, 1): broadcasts over (1, N, hidden)
-        # One step at a time (the mask must act between steps), each with :func:`lstm_step` on the
-        # nn.LSTM's own parameters: the same equations as ``self.lstm`` (agreement is tested), but for
-        # one step of a small batch on the CPU several times faster than calling the full sequence
-        # LSTM, which repacks its weights on every call. Rollout and update both come here, so they
-        # compute the same log-probabilities.
-        lstm = self.lstm
-        layers = [(transposed(lstm, f"weight_ih_l{k}"), transposed(lstm, f"weight_hh_l{k}"),
-                   getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}")) for k in range(lstm.num_layers)]
-        h, c = list(lstm_state[0]), list(lstm_state[1])  # per layer, each (N, hidden)
-        keep = keep[:, 0]  # (T, N, 1)
-        outputs = []
-        for t in range(features.shape[0]):
-            inp = features[t]
-            for k, weights in enumerate(layers):  # a stacked LSTM: each layer's output feeds the next
-                h[k], c[k] = lstm_step(inp, h[k] * keep[t], c[k] * keep[t], *weights)
-                inp = h[k]
-            outputs.append(inp)
-        return torch.stack(outputs).reshape(-1, self.lstm_hidden_size), (torch.stack(h), torch.stack(c))
+        hidden, lstm_state = masked_lstm_unroll(self.lstm, features, lstm_state, starts.reshape(-1, n))
+        return hidden.reshape(-1, self.lstm_hidden_size), lstm_state
 
-    def get_action_and_value(self, x: torch.Tensor, lstm_state: LSTMState, done: torch.Tensor,
+    def get_action_and_value(self, x: torch.Tensor, lstm_state: LSTMState, starts: torch.Tensor,
                              action: torch.Tensor | None = None,
                              deterministic: bool = False) -> RecurrentActionAndValue:
         """Sample (or score) actions, evaluate the critic, and advance the memory.
 
         Args:
-            x, lstm_state, done: as :meth:`get_states` (rollout: T = 1; update: T = num_steps).
+            x, lstm_state, starts: as :meth:`get_states` (rollout: T = 1; update: T = num_steps).
             action: ``(T * N,)`` int64 actions to score (update), or None to choose them (rollout).
             deterministic: choose the argmax instead of sampling.
 
         Returns:
             :class:`RecurrentActionAndValue`; its ``lstm_state`` is the state after the last step,
-            *before* any masking for the next step (the next call masks it with its own ``done``).
+            *before* any masking for the next step (the next call masks it with its own ``starts``).
         """
-        hidden, lstm_state = self.get_states(x, lstm_state, done)
+        hidden, lstm_state = self.get_states(x, lstm_state, starts)
         value = self.critic_head(hidden).squeeze(-1)
         action, logprob, entropy = sample_and_score(self.actor_head(hidden), action, deterministic)
         return RecurrentActionAndValue(action, logprob, entropy, value, lstm_state)
 
-    def get_value(self, x: torch.Tensor, lstm_state: LSTMState, done: torch.Tensor) -> torch.Tensor:
+    def get_value(self, x: torch.Tensor, lstm_state: LSTMState, starts: torch.Tensor) -> torch.Tensor:
         """V of each step, ``(T * N,)``; the advanced state is discarded (used for bootstrapping)."""
-        return self.critic_head(self.get_states(x, lstm_state, done)[0]).squeeze(-1)
+        return self.critic_head(self.get_states(x, lstm_state, starts)[0]).squeeze(-1)
 
     @torch.no_grad()
-    def act(self, x: torch.Tensor, lstm_state: LSTMState, done: torch.Tensor,
+    def act(self, x: torch.Tensor, lstm_state: LSTMState, starts: torch.Tensor,
             deterministic: bool = True) -> tuple[torch.Tensor, LSTMState]:
         """``(actions (N,) int64, new lstm_state)`` for one step of N environments."""
-        hidden, lstm_state = self.get_states(x, lstm_state, done)
+        hidden, lstm_state = self.get_states(x, lstm_state, starts)
         return sample_and_score(self.actor_head(hidden), None, deterministic)[0], lstm_state
 
 

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .buffer import RolloutBuffer
+from .networks import weight_snapshot
 from .rollout import RolloutCollector
 
 
@@ -90,7 +91,7 @@ class PipelinedCollector:
         torch_threads = torch.get_num_threads()
         torch.set_num_threads(1)  # the other cores are for the group stepping in the background
         try:
-            with torch.inference_mode():
+            with weight_snapshot(self.agent), torch.inference_mode():
                 for t in range(T):
                     for g, group in enumerate(self.groups):  # group g steps while group g + 1 chooses
                         if pending[g] is not None:
@@ -102,7 +103,8 @@ class PipelinedCollector:
         finally:  # never leave a group stepping in the background (e.g. on Ctrl-C): its envs may be closed next
             wait([p for p in pending if p is not None])
             torch.set_num_threads(torch_threads)
-        parts = [group.finish() for group in self.groups]
+        with weight_snapshot(self.agent):
+            parts = [group.finish() for group in self.groups]
         return concat_buffers([buf for buf, _ in parts]), torch.cat([value for _, value in parts])
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .buffer import RolloutBuffer
-from .networks import sample_action
+from .networks import sample_action, weight_snapshot
 
 
 class RolloutCollector:
@@ -86,14 +86,16 @@ class RolloutCollector:
             ``(buffer, next_value)``: the filled buffer (``(T, N, ...)`` tensors) and the ``(N,)``
             float32 V of the observation after the last step, for the bootstrap at the cut.
         """
-        self.begin()
-        # inference_mode also skips autograd's version counting (no_grad does not); the buffer's tensors
-        # are made after the loop, outside it, so the update can use them.
-        with torch.inference_mode():
-            for t in range(self.num_steps):
-                actions = self.act(t)                      # s_t -> a_t (and log pi, V unless scored after)
-                self.record(t, self.envs.step(actions))    # r_t, terminated/truncated, s_{t+1}
-        return self.finish()
+        # The weights do not change during a rollout: large ones are copied once into the layout the
+        # forward pass reads fastest (weight_snapshot). inference_mode also skips autograd's version
+        # counting (no_grad does not); the buffer's tensors are made after the loop, outside it.
+        with weight_snapshot(self.agent):
+            self.begin()
+            with torch.inference_mode():
+                for t in range(self.num_steps):
+                    actions = self.act(t)                      # s_t -> a_t (and log pi, V unless scored after)
+                    self.record(t, self.envs.step(actions))    # r_t, terminated/truncated, s_{t+1}
+            return self.finish()
 
     # -- the three pieces of a rollout ------------------------------------------------------------------
     def begin(self) -> None:

@@ -12,6 +12,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from torch import nn
 from gymnasium import spaces
 
 from ppo_course import PPOConfig, train
@@ -21,7 +22,7 @@ from ppo_course.cli import main
 from ppo_course.config import ConfigError
 from ppo_course.envs import make_vector_env
 from ppo_course.evaluate import RecurrentPolicy, evaluate
-from ppo_course.networks import CNNActorCritic, NatureCNN, RecurrentActorCritic, build_agent
+from ppo_course.networks import CNNActorCritic, NatureCNN, RecurrentActorCritic, build_agent, masked_lstm_unroll
 from ppo_course.trainer import RolloutCollector, load_agent, make_collector, minibatch_indices, ppo_update
 
 MEMORY_ID = "PPOCourseTest/MemoryCue-v0"
@@ -335,3 +336,41 @@ def test_stepwise_unroll_matches_torch_lstm():
     expected, (h_ref, c_ref) = agent.lstm(agent.features(x).reshape(6, 3, -1), state)
     assert torch.allclose(hidden, expected.reshape(-1, 16), atol=1e-5)
     assert torch.allclose(h, h_ref, atol=1e-5) and torch.allclose(c, c_ref, atol=1e-5)
+
+
+def test_masked_unroll_matches_torch_lstm_step_by_step_with_masks():
+    """masked_lstm_unroll (two layers here) = nn.LSTM called one step at a time on the masked state."""
+    torch.manual_seed(0)
+    lstm = nn.LSTM(5, 7, num_layers=2)
+    T, N = 6, 3
+    features, state = torch.randn(T, N, 5), (torch.randn(2, N, 7), torch.randn(2, N, 7))
+    starts = torch.zeros(T, N)
+    starts[0, 1] = starts[3, 0] = starts[4, 2] = 1.0
+    outputs, (h, c) = masked_lstm_unroll(lstm, features, state, starts)
+    h_ref, c_ref = state
+    for t in range(T):
+        keep = (1.0 - starts[t]).view(1, N, 1)
+        out, (h_ref, c_ref) = lstm(features[t:t + 1], (h_ref * keep, c_ref * keep))
+        assert torch.allclose(outputs[t], out[0], atol=1e-5), t
+    assert torch.allclose(h, h_ref, atol=1e-5) and torch.allclose(c, c_ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("edit", ["data", "load_state_dict"])
+def test_a_rollout_acts_with_weights_edited_since_the_last_one(edit):
+    """Weights changed between rollouts -- through ``.data`` (which bumps no version counter) or
+    ``load_state_dict`` -- are the ones the next rollout acts with: its log-probs are the update's."""
+    config = memory_config()
+    agent = _sharp_agent(config)
+    collector = make_collector([_cue_envs([5] * config.num_envs)], agent, config.num_steps, seed=0)
+    collector.collect()
+    if edit == "data":
+        agent.features.linear.weight.data.mul_(-1.5)
+        agent.lstm.weight_ih_l0.data.mul_(-1.0)
+    else:
+        agent.load_state_dict(_sharp_agent(config, seed=1).state_dict())
+    buf, _ = collector.collect()
+    collector.close()
+    out = agent.get_action_and_value(buf.obs.reshape(-1, *buf.obs.shape[2:]), buf.initial_lstm_state,
+                                     buf.starts.reshape(-1), buf.actions.reshape(-1))
+    assert torch.allclose(out.logprob, buf.logprobs.reshape(-1), atol=1e-5)
+    assert torch.allclose(out.value, buf.values.reshape(-1), atol=1e-5)
