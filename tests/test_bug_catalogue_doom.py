@@ -1,25 +1,14 @@
 """Bug catalogue, ex06: realistic broken frame preprocessing, frame stacking and reward shaping, each
 caught by its check with its specific diagnosis (selected by ``pytest -k bug``)."""
 
-from collections import deque
-
 import cv2
 import numpy as np
-import pytest
 
 from ppo_course.checks import check_frame_stacker, check_preprocess_frame, check_shaping_reward
 from ppo_course.envs.doom import AMMO_POOLS
 
-
-@pytest.fixture(autouse=True)
-def lenient_checks(monkeypatch):
-    """These tests inspect failing results; strict mode (set by make test) would raise instead."""
-    monkeypatch.delenv("PPO_COURSE_STRICT_CHECKS", raising=False)
-
-
-def assert_caught(result, phrase):
-    assert result.status == "fail", str(result)
-    assert phrase in result.message, result.message
+from conftest import assert_caught
+from test_checks_doom import FrameStacker as GoodStacker  # the solution's, base of most broken ones below
 
 
 # -- ex06 task 1: preprocess_frame --------------------------------------------------------------
@@ -86,21 +75,6 @@ def test_bug_preprocess_transposed():
 
 
 # -- ex06 task 2: FrameStacker ------------------------------------------------------------------
-class GoodStacker:
-    def __init__(self, num_frames=4):
-        self.num_frames = num_frames
-        self.frames = deque(maxlen=num_frames)
-
-    def reset(self, frame):
-        self.frames.clear()
-        self.frames.extend(frame.copy() for _ in range(self.num_frames))
-        return np.stack(self.frames)
-
-    def step(self, frame):
-        self.frames.append(frame.copy())
-        return np.stack(self.frames)
-
-
 def test_bug_stack_newest_frame_first():
     class FrameStacker(GoodStacker):
         def step(self, frame):

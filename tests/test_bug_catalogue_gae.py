@@ -1,22 +1,12 @@
 """Bug catalogue, ex03: realistic broken GAE implementations, each caught by its check with its
 specific diagnosis (selected by ``pytest -k bug``)."""
 
-import pytest
 import torch
 
 from ppo_course.advantages import discounted_returns
 from ppo_course.checks import check_gae, check_gae_with_truncation
 
-
-@pytest.fixture(autouse=True)
-def lenient_checks(monkeypatch):
-    """These tests inspect failing results; strict mode (set by make test) would raise instead."""
-    monkeypatch.delenv("PPO_COURSE_STRICT_CHECKS", raising=False)
-
-
-def assert_caught(result, phrase):
-    assert result.status == "fail", str(result)
-    assert phrase in result.message, result.message
+from conftest import assert_caught
 
 
 # -- ex03 task 1: compute_gae -------------------------------------------------------------------

@@ -9,12 +9,8 @@ import torch
 
 from ppo_course.checks import check_approx_kl, check_clipped_surrogate, check_ppo_loss, check_value_loss
 
+from conftest import assert_caught
 from test_checks_loss import clipped_surrogate, value_loss
-
-
-def _assert_caught(result, phrase):
-    assert result.status == "fail", (result.status, result.message)
-    assert phrase in result.message, result.message
 
 
 # ---------------------------------------------------------------- clipped surrogate
@@ -23,8 +19,8 @@ def test_bug_surrogate_wrong_sign():
         ratio = torch.exp(new - old)
         return torch.min(ratio * adv, torch.clamp(ratio, 1 - eps, 1 + eps) * adv).mean()  # maximised, not minimised
 
-    _assert_caught(check_clipped_surrogate(broken, quiet=True),
-                   "the policy loss has the wrong sign: minimising it would make good actions less likely")
+    assert_caught(check_clipped_surrogate(broken, quiet=True),
+                  "the policy loss has the wrong sign: minimising it would make good actions less likely")
 
 
 def test_bug_surrogate_max_instead_of_min():
@@ -32,7 +28,7 @@ def test_bug_surrogate_max_instead_of_min():
         ratio = torch.exp(new - old)
         return -torch.max(ratio * adv, torch.clamp(ratio, 1 - eps, 1 + eps) * adv).mean()
 
-    _assert_caught(check_clipped_surrogate(broken, quiet=True), "you took max instead of min of the two surrogates")
+    assert_caught(check_clipped_surrogate(broken, quiet=True), "you took max instead of min of the two surrogates")
 
 
 def test_bug_surrogate_clips_advantages():
@@ -40,7 +36,7 @@ def test_bug_surrogate_clips_advantages():
         ratio = torch.exp(new - old)
         return -torch.min(ratio * adv, ratio * torch.clamp(adv, 1 - eps, 1 + eps)).mean()
 
-    _assert_caught(check_clipped_surrogate(broken, quiet=True), "clipped the advantages instead of the ratio")
+    assert_caught(check_clipped_surrogate(broken, quiet=True), "clipped the advantages instead of the ratio")
 
 
 def test_bug_surrogate_ratio_of_logprobs():
@@ -48,7 +44,7 @@ def test_bug_surrogate_ratio_of_logprobs():
         ratio = new / old  # "ratio of the probabilities"
         return -torch.min(ratio * adv, torch.clamp(ratio, 1 - eps, 1 + eps) * adv).mean()
 
-    _assert_caught(check_clipped_surrogate(broken, quiet=True), "ratio is computed as new_logprobs / old_logprobs")
+    assert_caught(check_clipped_surrogate(broken, quiet=True), "ratio is computed as new_logprobs / old_logprobs")
 
 
 def test_bug_surrogate_inverted_ratio():
@@ -56,7 +52,7 @@ def test_bug_surrogate_inverted_ratio():
         ratio = torch.exp(old - new)
         return -torch.min(ratio * adv, torch.clamp(ratio, 1 - eps, 1 + eps) * adv).mean()
 
-    _assert_caught(check_clipped_surrogate(broken, quiet=True), "the ratio is inverted")
+    assert_caught(check_clipped_surrogate(broken, quiet=True), "the ratio is inverted")
 
 
 def test_bug_surrogate_one_sided_clamp():
@@ -64,7 +60,7 @@ def test_bug_surrogate_one_sided_clamp():
         ratio = torch.exp(new - old)
         return -torch.min(ratio * adv, torch.clamp(ratio, max=1 + eps) * adv).mean()
 
-    _assert_caught(check_clipped_surrogate(broken, quiet=True), "clamped on one side only")
+    assert_caught(check_clipped_surrogate(broken, quiet=True), "clamped on one side only")
 
 
 def test_bug_surrogate_sum_over_batch():
@@ -72,7 +68,7 @@ def test_bug_surrogate_sum_over_batch():
         ratio = torch.exp(new - old)
         return -torch.min(ratio * adv, torch.clamp(ratio, 1 - eps, 1 + eps) * adv).sum()
 
-    _assert_caught(check_clipped_surrogate(broken, quiet=True), "summed over the batch instead of taking the mean")
+    assert_caught(check_clipped_surrogate(broken, quiet=True), "summed over the batch instead of taking the mean")
 
 
 def test_bug_surrogate_no_mean():
@@ -80,7 +76,7 @@ def test_bug_surrogate_no_mean():
         ratio = torch.exp(new - old)
         return -torch.min(ratio * adv, torch.clamp(ratio, 1 - eps, 1 + eps) * adv)  # per-sample losses
 
-    _assert_caught(check_clipped_surrogate(broken, quiet=True), "did you forget .mean()")
+    assert_caught(check_clipped_surrogate(broken, quiet=True), "did you forget .mean()")
 
 
 def test_bug_surrogate_detached_ratio():
@@ -88,7 +84,7 @@ def test_bug_surrogate_detached_ratio():
         ratio = torch.exp(new - old).detach()  # "the ratio is just a weight"
         return -torch.min(ratio * adv, torch.clamp(ratio, 1 - eps, 1 + eps) * adv).mean()
 
-    _assert_caught(check_clipped_surrogate(broken, quiet=True), "carries no gradient to new_logprobs")
+    assert_caught(check_clipped_surrogate(broken, quiet=True), "carries no gradient to new_logprobs")
 
 
 # ---------------------------------------------------------------- value loss
@@ -97,7 +93,7 @@ def test_bug_value_min_instead_of_max():
         clipped = old + torch.clamp(new - old, -eps, eps)
         return 0.5 * torch.min((new - ret) ** 2, (clipped - ret) ** 2).mean()
 
-    _assert_caught(check_value_loss(broken, quiet=True), "you took min instead of max")
+    assert_caught(check_value_loss(broken, quiet=True), "you took min instead of max")
 
 
 def test_bug_value_clipped_around_returns():
@@ -105,7 +101,7 @@ def test_bug_value_clipped_around_returns():
         clipped = ret + torch.clamp(new - ret, -eps, eps)
         return 0.5 * torch.max((new - ret) ** 2, (clipped - ret) ** 2).mean()
 
-    _assert_caught(check_value_loss(broken, quiet=True), "clipped around the returns instead of around the old values")
+    assert_caught(check_value_loss(broken, quiet=True), "clipped around the returns instead of around the old values")
 
 
 def test_bug_value_missing_half():
@@ -113,7 +109,7 @@ def test_bug_value_missing_half():
         clipped = old + torch.clamp(new - old, -eps, eps)
         return torch.max((new - ret) ** 2, (clipped - ret) ** 2).mean()
 
-    _assert_caught(check_value_loss(broken, quiet=True), "the 0.5 factor is missing")
+    assert_caught(check_value_loss(broken, quiet=True), "the 0.5 factor is missing")
 
 
 def test_bug_value_broadcast_column():
@@ -122,7 +118,7 @@ def test_bug_value_broadcast_column():
         clipped = old + torch.clamp(new - old, -eps, eps)
         return 0.5 * torch.max((new - ret) ** 2, (clipped - ret) ** 2).mean()
 
-    _assert_caught(check_value_loss(broken, quiet=True), "broadcasts to (batch, batch)")
+    assert_caught(check_value_loss(broken, quiet=True), "broadcasts to (batch, batch)")
 
 
 # ---------------------------------------------------------------- total loss
@@ -139,22 +135,22 @@ def _total(new_lp, old_lp, adv, new_v, old_v, ret, ent, clip, vf, c2, *, entropy
 
 
 def test_bug_loss_entropy_wrong_sign():
-    _assert_caught(check_ppo_loss(lambda *a: _total(*a, entropy_sign=+1.0), quiet=True),
-                   "entropy bonus has the wrong sign: minimising this loss would make the policy less random")
+    assert_caught(check_ppo_loss(lambda *a: _total(*a, entropy_sign=+1.0), quiet=True),
+                  "entropy bonus has the wrong sign: minimising this loss would make the policy less random")
 
 
 def test_bug_loss_advantages_not_normalised():
-    _assert_caught(check_ppo_loss(lambda *a: _total(*a, normalise=False), quiet=True),
-                   "the advantages are not normalised")
+    assert_caught(check_ppo_loss(lambda *a: _total(*a, normalise=False), quiet=True),
+                  "the advantages are not normalised")
 
 
 def test_bug_loss_coefficients_swapped():
-    _assert_caught(check_ppo_loss(lambda *a: _total(*a, swap=True), quiet=True), "the coefficients are swapped")
+    assert_caught(check_ppo_loss(lambda *a: _total(*a, swap=True), quiet=True), "the coefficients are swapped")
 
 
 def test_bug_loss_value_targets_not_detached():
-    _assert_caught(check_ppo_loss(lambda *a: _total(*a, recompute_returns=True), quiet=True),
-                   "value targets are not detached")
+    assert_caught(check_ppo_loss(lambda *a: _total(*a, recompute_returns=True), quiet=True),
+                  "value targets are not detached")
 
 
 @pytest.mark.filterwarnings("ignore:std\\(\\):UserWarning")
@@ -164,7 +160,7 @@ def test_bug_loss_nan_for_single_sample():
         return clipped_surrogate(new_lp, old_lp, adv, clip) - c2 * ent.mean() + vf * value_loss(new_v, old_v, ret,
                                                                                                  clip)
 
-    _assert_caught(check_ppo_loss(broken, quiet=True), "a minibatch of one sample gives a non-finite loss")
+    assert_caught(check_ppo_loss(broken, quiet=True), "a minibatch of one sample gives a non-finite loss")
 
 
 # ---------------------------------------------------------------- approx KL
@@ -173,4 +169,4 @@ def test_bug_loss_nan_for_single_sample():
     (lambda new, old: ((torch.exp(old - new) - 1) - (old - new)).mean(), "the ratio is inverted"),
 ], ids=["naive", "inverted"])
 def test_bug_approx_kl(estimator, phrase):
-    _assert_caught(check_approx_kl(estimator, quiet=True), phrase)
+    assert_caught(check_approx_kl(estimator, quiet=True), phrase)

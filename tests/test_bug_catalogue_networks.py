@@ -3,25 +3,15 @@ its specific diagnosis (selected by ``pytest -k bug``)."""
 
 import math
 
-import pytest
 import torch
 from torch import nn
 from torch.distributions import Categorical
 
 from ppo_course.checks import check_actor_critic, check_layer_init, check_policy_network, check_sampling
 from ppo_course.networks import layer_init
+
+from conftest import assert_caught
 from test_checks_networks import ActorCritic, PolicyNetwork
-
-
-@pytest.fixture(autouse=True)
-def lenient_checks(monkeypatch):
-    """These tests inspect failing results; strict mode (set by make test) would raise instead."""
-    monkeypatch.delenv("PPO_COURSE_STRICT_CHECKS", raising=False)
-
-
-def assert_caught(result, phrase):
-    assert result.status == "fail", str(result)
-    assert phrase in result.message, result.message
 
 
 # -- ex01 task 1: PolicyNetwork -----------------------------------------------------------------

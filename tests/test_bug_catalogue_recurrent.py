@@ -2,26 +2,16 @@
 check with its specific diagnosis (selected by ``pytest -k bug``)."""
 
 import numpy as np
-import pytest
 import torch
 
 from ppo_course.checks import check_masked_lstm_unroll, check_reunroll_logprobs, check_sequence_minibatches
 
-
-@pytest.fixture(autouse=True)
-def lenient_checks(monkeypatch):
-    """These tests inspect failing results; strict mode (set by make test) would raise instead."""
-    monkeypatch.delenv("PPO_COURSE_STRICT_CHECKS", raising=False)
-
-
-def assert_caught(result, phrase):
-    assert result.status == "fail", str(result)
-    assert phrase in result.message, result.message
+from conftest import assert_caught
 
 
 # -- ex07 task 1: masked_lstm_unroll --------------------------------------------------------------
 def test_bug_unroll_memory_leaking_across_episodes():
-    def masked_lstm_unroll(lstm, features, lstm_state, dones):
+    def masked_lstm_unroll(lstm, features, lstm_state, starts):
         outputs, (h, c) = lstm(features, lstm_state)  # one call: the state is never reset
         return outputs, (h, c)
 
@@ -29,8 +19,8 @@ def test_bug_unroll_memory_leaking_across_episodes():
 
 
 def test_bug_unroll_masks_only_before_the_sequence():
-    def masked_lstm_unroll(lstm, features, lstm_state, dones):
-        keep = (1.0 - dones[0]).view(1, -1, 1)
+    def masked_lstm_unroll(lstm, features, lstm_state, starts):
+        keep = (1.0 - starts[0]).view(1, -1, 1)
         h, c = lstm_state
         return lstm(features, (h * keep, c * keep))
 
@@ -38,12 +28,12 @@ def test_bug_unroll_masks_only_before_the_sequence():
 
 
 def test_bug_unroll_masks_after_the_step():
-    def masked_lstm_unroll(lstm, features, lstm_state, dones):
+    def masked_lstm_unroll(lstm, features, lstm_state, starts):
         h, c = lstm_state
         outputs = []
         for t in range(features.shape[0]):
             out, (h, c) = lstm(features[t:t + 1], (h, c))
-            keep = (1.0 - dones[t]).view(1, -1, 1)
+            keep = (1.0 - starts[t]).view(1, -1, 1)
             h, c = h * keep, c * keep  # reset after the step: one step late
             outputs.append(out)
         return torch.cat(outputs), (h, c)
@@ -52,11 +42,11 @@ def test_bug_unroll_masks_after_the_step():
 
 
 def test_bug_unroll_masks_the_whole_batch():
-    def masked_lstm_unroll(lstm, features, lstm_state, dones):
+    def masked_lstm_unroll(lstm, features, lstm_state, starts):
         h, c = lstm_state
         outputs = []
         for t in range(features.shape[0]):
-            if dones[t].any():  # any env starting an episode wipes every env's memory
+            if starts[t].any():  # any env starting an episode wipes every env's memory
                 h, c = torch.zeros_like(h), torch.zeros_like(c)
             out, (h, c) = lstm(features[t:t + 1], (h, c))
             outputs.append(out)
@@ -66,11 +56,11 @@ def test_bug_unroll_masks_the_whole_batch():
 
 
 def test_bug_unroll_zeroes_h_but_not_c():
-    def masked_lstm_unroll(lstm, features, lstm_state, dones):
+    def masked_lstm_unroll(lstm, features, lstm_state, starts):
         h, c = lstm_state
         outputs = []
         for t in range(features.shape[0]):
-            h = h * (1.0 - dones[t]).view(1, -1, 1)
+            h = h * (1.0 - starts[t]).view(1, -1, 1)
             out, (h, c) = lstm(features[t:t + 1], (h, c))
             outputs.append(out)
         return torch.cat(outputs), (h, c)
@@ -79,25 +69,25 @@ def test_bug_unroll_zeroes_h_but_not_c():
 
 
 def test_bug_unroll_state_layout_batch_first():
-    def masked_lstm_unroll(lstm, features, lstm_state, dones):
+    def masked_lstm_unroll(lstm, features, lstm_state, starts):
         h, c = lstm_state
         outputs = []
         for t in range(features.shape[0]):
-            keep = (1.0 - dones[t]).view(1, -1, 1)
+            keep = (1.0 - starts[t]).view(1, -1, 1)
             out, (h, c) = lstm(features[t:t + 1], (h * keep, c * keep))
             outputs.append(out)
-        return torch.cat(outputs), (h.permute(1, 0, 2), c.permute(1, 0, 2))  # seed 000's storage layout
+        return torch.cat(outputs), (h.permute(1, 0, 2), c.permute(1, 0, 2))  # a batch-first storage layout
 
     assert_caught(check_masked_lstm_unroll(masked_lstm_unroll, quiet=True), "state layout is (num_layers, N, H)")
 
 
 def test_bug_unroll_in_place_reset_of_the_callers_state():
-    def masked_lstm_unroll(lstm, features, lstm_state, dones):
+    def masked_lstm_unroll(lstm, features, lstm_state, starts):
         h, c = lstm_state
         outputs = []
         for t in range(features.shape[0]):
-            h[:, dones[t].bool()] = 0.0  # writes into the caller's tensors at t = 0
-            c[:, dones[t].bool()] = 0.0
+            h[:, starts[t].bool()] = 0.0  # writes into the caller's tensors at t = 0
+            c[:, starts[t].bool()] = 0.0
             out, (h, c) = lstm(features[t:t + 1], (h, c))
             outputs.append(out)
         return torch.cat(outputs), (h, c)
@@ -108,7 +98,7 @@ def test_bug_unroll_in_place_reset_of_the_callers_state():
 # -- ex07 task 2: sequence_minibatches ------------------------------------------------------------
 def test_bug_minibatches_flat_minibatch_unrolling():
     def sequence_minibatches(num_steps, num_envs, num_minibatches, rng):
-        order = torch.as_tensor(rng.permutation(num_steps * num_envs))  # seed 000: flat random samples
+        order = torch.as_tensor(rng.permutation(num_steps * num_envs))  # flat random samples
         size = num_steps * num_envs // num_minibatches
         return [(order[i:i + size], torch.unique(order[i:i + size] % num_envs))
                 for i in range(0, num_steps * num_envs, size)]

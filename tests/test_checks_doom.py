@@ -13,12 +13,6 @@ from ppo_course.envs.doom import AMMO_POOLS, shaping_terms
 from ppo_course.envs.doom import preprocess_frame as package_preprocess_frame
 
 
-@pytest.fixture(autouse=True)
-def lenient_checks(monkeypatch):
-    """These tests inspect failing results; strict mode (set by make test) would raise instead."""
-    monkeypatch.delenv("PPO_COURSE_STRICT_CHECKS", raising=False)
-
-
 # -- reference implementations (the solution notebook's code) -----------------------------------
 def preprocess_frame(frame, size=(84, 84)):
     gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)

@@ -8,12 +8,6 @@ from ppo_course.advantages import compute_gae as package_gae
 from ppo_course.checks import check_gae, check_gae_with_truncation
 
 
-@pytest.fixture(autouse=True)
-def lenient_checks(monkeypatch):
-    """These tests inspect failing results; strict mode (set by make test) would raise instead."""
-    monkeypatch.delenv("PPO_COURSE_STRICT_CHECKS", raising=False)
-
-
 # -- reference implementations (the solution notebook's code) -----------------------------------
 def compute_gae(rewards, values, dones, next_value, gamma, gae_lambda):
     num_steps = rewards.shape[0]

@@ -1,7 +1,6 @@
 """The ex05 checks: the reference ppo_update passes, stubs report "todo", crashes report "error"."""
 
 import numpy as np
-import pytest
 import torch
 from torch import nn
 
@@ -9,12 +8,7 @@ from ppo_course import losses
 from ppo_course.checks import check_ppo_update, check_training_improves
 from ppo_course.checks.loop import FAST_MARGIN, compare_with_random, make_update_batch
 
-
-def ppo_loss(new_logprobs, old_logprobs, advantages, new_values, old_values, returns, entropy,
-             clip_coef, vf_coef, ent_coef):
-    """The learner's ppo_loss from ex04 (the package's, in the exercise's signature)."""
-    return losses.ppo_loss(new_logprobs, old_logprobs, advantages, new_values, old_values, returns, entropy,
-                           clip_coef=clip_coef, vf_coef=vf_coef, ent_coef=ent_coef).loss
+from conftest import ppo_loss
 
 
 # The solution notebook's reference (solutions/ex05_training_loop.ipynb).

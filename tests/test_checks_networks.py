@@ -12,12 +12,6 @@ from ppo_course.checks import check_actor_critic, check_layer_init, check_policy
 from ppo_course.networks import layer_init
 
 
-@pytest.fixture(autouse=True)
-def lenient_checks(monkeypatch):
-    """These tests inspect failing results; strict mode (set by make test) would raise instead."""
-    monkeypatch.delenv("PPO_COURSE_STRICT_CHECKS", raising=False)
-
-
 # -- reference implementations (the solution notebooks' code) ------------------------------------
 class PolicyNetwork(nn.Module):
     def __init__(self, obs_dim, n_actions, hidden_size=64):

@@ -12,18 +12,12 @@ from ppo_course.checks.recurrent import make_recurrent_rollout
 from ppo_course.trainer import minibatch_indices
 
 
-@pytest.fixture(autouse=True)
-def lenient_checks(monkeypatch):
-    """These tests inspect failing results; strict mode (set by make test) would raise instead."""
-    monkeypatch.delenv("PPO_COURSE_STRICT_CHECKS", raising=False)
-
-
 # -- reference implementations (the solution notebook's code) -----------------------------------
-def masked_lstm_unroll(lstm, features, lstm_state, dones):
+def masked_lstm_unroll(lstm, features, lstm_state, starts):
     h, c = lstm_state
     outputs = []
     for t in range(features.shape[0]):
-        keep = (1.0 - dones[t]).view(1, -1, 1)
+        keep = (1.0 - starts[t]).view(1, -1, 1)
         out, (h, c) = lstm(features[t:t + 1], (h * keep, c * keep))
         outputs.append(out)
     return torch.cat(outputs), (h, c)
@@ -50,11 +44,11 @@ def package_minibatches(num_steps, num_envs, num_minibatches, rng):
     return list(minibatch_indices(rng, num_steps, num_envs, num_minibatches, recurrent=True))
 
 
-def package_unroll(lstm, features, lstm_state, dones):
+def package_unroll(lstm, features, lstm_state, starts):
     """RecurrentActorCritic.get_states' loop written with nn.LSTM's sequence call per step, returning (T, N, H)."""
     from ppo_course.checks.recurrent import _reference_unroll
 
-    return _reference_unroll(lstm, features, lstm_state, dones)
+    return _reference_unroll(lstm, features, lstm_state, starts)
 
 
 def reunroll_as_matrix(agent, obs, actions, starts, initial_state, env_idx):
@@ -104,9 +98,9 @@ def test_stub_is_todo_with_its_hint(check):
 
 
 def test_other_exception_is_error_with_the_learners_line():
-    def broken(lstm, features, lstm_state, dones):
+    def broken(lstm, features, lstm_state, starts):
         h, c = lstm_state
-        keep = (1.0 - dones[0]).view(-1, 1, 1)  # (N, 1, 1) against (layers, N, H)
+        keep = (1.0 - starts[0]).view(-1, 1, 1)  # (N, 1, 1) against (layers, N, H)
         return lstm(features, (h * keep, c * keep))
 
     result = check_masked_lstm_unroll(broken, quiet=True)
@@ -117,7 +111,7 @@ def test_other_exception_is_error_with_the_learners_line():
 def test_strict_mode_raises_on_a_wrong_answer(monkeypatch):
     monkeypatch.setenv("PPO_COURSE_STRICT_CHECKS", "1")
 
-    def leaking(lstm, features, lstm_state, dones):
+    def leaking(lstm, features, lstm_state, starts):
         return lstm(features, lstm_state)
 
     with pytest.raises(CheckFailed, match="memory leaking across episodes"):

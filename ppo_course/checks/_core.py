@@ -24,7 +24,10 @@ import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
 
 STRICT_ENV = "PPO_COURSE_STRICT_CHECKS"
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent  # ppo_course/
@@ -119,6 +122,59 @@ def run_check(task: str, body: Callable[[], str], hint: str = "", quiet: bool = 
     if not result and result.status != "todo" and strict_mode():
         raise CheckFailed(str(result))
     return result
+
+
+# --------------------------------------------------------------------------------------------
+# small helpers the check modules share
+# --------------------------------------------------------------------------------------------
+def fmt(t, digits: int = 3, significant: bool = False) -> str:
+    """``[0.5, -1.25, 3]``: the values of a tensor (or number) in one short line for a message.
+
+    Each value is rounded to ``digits`` decimals (``significant=False``) or to ``digits``
+    significant digits (``significant=True``), then written with ``:g``.
+    """
+    values = torch.as_tensor(t).detach().flatten()
+    if significant:
+        return "[" + ", ".join(f"{float(x):.{digits}g}" for x in values) + "]"
+    return "[" + ", ".join(f"{round(float(x), digits):g}" for x in values) + "]"
+
+
+def close(a, b, atol: float = 1e-4, rtol: float = 1e-4, *, dtype: torch.dtype | None = torch.float32,
+          finite: bool = False) -> bool:
+    """True when ``a`` and ``b`` have the same shape and ``torch.allclose(a, b, rtol, atol)`` holds.
+
+    Args:
+        dtype: both are converted to it first (``None``: compared as they are).
+        finite: also require every value of ``a`` to be finite (``allclose`` takes inf == inf).
+    """
+    a, b = torch.as_tensor(a, dtype=dtype).detach(), torch.as_tensor(b, dtype=dtype).detach()
+    if a.shape != b.shape or (finite and not bool(torch.isfinite(a).all())):
+        return False
+    return bool(torch.allclose(a, b, rtol=rtol, atol=atol))
+
+
+def expect_tensor(x, name: str) -> torch.Tensor:
+    """``x`` itself, or a diagnosis when the learner's code returned something other than a tensor."""
+    if not isinstance(x, torch.Tensor):
+        raise Diagnosis(f"{name} should be a torch.Tensor, got {type(x).__name__}")
+    return x
+
+
+def raise_if_modified(pairs: Iterable[tuple], message: str) -> None:
+    """Raise ``Diagnosis(message.format(name=name))`` for the first ``(after, before, name)`` whose
+    tensor or array no longer equals the copy taken before the learner's code ran."""
+    for after, before, name in pairs:
+        same = np.array_equal(after, before) if isinstance(after, np.ndarray) else torch.equal(after, before)
+        if not same:
+            raise Diagnosis(message.format(name=name))
+
+
+def flags(shape: tuple[int, ...], positions: Iterable[tuple[int, ...]]) -> torch.Tensor:
+    """A float32 tensor of zeros with 1.0 at each of ``positions`` (episode ends or starts)."""
+    out = torch.zeros(shape)
+    for index in positions:
+        out[index] = 1.0
+    return out
 
 
 class skip_if_not_implemented:

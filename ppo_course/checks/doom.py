@@ -28,7 +28,7 @@ from ppo_course.envs.doom import AMMO_POOLS, DoomConfig
 from ppo_course.envs.doom import preprocess_frame as _reference_preprocess
 from ppo_course.envs.doom import shaping_terms as _reference_shaping_terms
 
-from ._core import Diagnosis, run_check
+from ._core import Diagnosis, raise_if_modified, run_check
 
 __all__ = ["check_preprocess_frame", "check_frame_stacker", "check_shaping_reward", "SHAPING_TERMS_EX06"]
 
@@ -77,6 +77,64 @@ def _variants(frame: np.ndarray, size: tuple[int, int]) -> list[tuple[np.ndarray
     ]
 
 
+#: ((H, W) of the screen, size, seed, name): the screens preprocess_frame is checked on.
+_PREPROCESS_CASES = [((120, 160), (84, 84), 1, "a 160x120 screen (ViZDoom's RES_160X120)"),
+                     ((240, 320), (84, 84), 2, "a 320x240 screen"),
+                     ((100, 130), (84, 84), 3, "a 130x100 screen"),
+                     ((84, 84), (84, 84), 4, "an 84x84 screen (nothing to resize)"),
+                     ((120, 160), (60, 80), 5, "a 160x120 screen resized to size=(60, 80)")]
+
+
+def _check_frame_format(out, size: tuple[int, int], name: str) -> None:
+    """The result is a (height, width) uint8 NumPy array."""
+    h, w = size
+    if hasattr(out, "detach") and hasattr(out, "numpy"):
+        raise Diagnosis("return a NumPy array (the env hands NumPy observations to Gymnasium); "
+                        "got a torch tensor")
+    if not isinstance(out, np.ndarray):
+        raise Diagnosis(f"return a NumPy array, got {type(out).__name__}")
+    if np.issubdtype(out.dtype, np.floating):
+        if out.size and float(np.nanmax(out)) <= 1.0:
+            raise Diagnosis(f"the frame is scaled to [0, 1] ({out.dtype}); keep uint8 grey levels 0..255: "
+                            "the network divides by 255 on the way in, and uint8 frames take 4x less "
+                            "rollout memory than float32")
+        raise Diagnosis(f"the frame is {out.dtype}; return uint8 (e.g. cv2 keeps the input's uint8): "
+                        "observations are stored as uint8, 4x less memory than float32")
+    if out.dtype != np.uint8:
+        raise Diagnosis(f"the frame should be uint8, got {out.dtype}")
+    if out.ndim == 3 and 3 in (out.shape[0], out.shape[-1]):
+        raise Diagnosis(f"the result {out.shape} still has 3 colour channels: convert to grayscale "
+                        "with cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) before resizing")
+    if out.ndim == 3 and 1 in (out.shape[0], out.shape[-1]) and out.size == h * w:
+        raise Diagnosis(f"the result has shape {out.shape}; return a 2-D (height, width) = {size} frame "
+                        "(the frame stack adds the channel axis later)")
+    if out.shape == (w, h) and h != w:
+        raise Diagnosis(f"for size=(height, width) = {size} the result has shape {out.shape}: cv2.resize "
+                        f"takes dsize as (width, height), so pass (size[1], size[0]) = ({w}, {h})")
+    if out.shape != (h, w):
+        raise Diagnosis(f"for {name} with size = {size} the result has shape {out.shape}; expected {(h, w)}")
+
+
+def _compare_frames(out: np.ndarray, expected: np.ndarray, frame: np.ndarray, size: tuple[int, int],
+                    name: str) -> None:
+    """Within one grey level of the reference; otherwise the usual mistake that reproduces ``out``."""
+    h, w = size
+    diff = np.abs(out.astype(np.int16) - expected.astype(np.int16))
+    if int(diff.max()) <= 1:
+        return
+    if h == w and int(np.abs(out.T.astype(np.int16) - expected).max()) <= 1:
+        raise Diagnosis("the frame is transposed (rows are the screen's columns): a NumPy image is "
+                        "(height, width); don't swap the axes")
+    for variant, message in _variants(frame, size):
+        if int(np.abs(out.astype(np.int16) - variant.astype(np.int16)).max()) <= 1:
+            raise Diagnosis(message)
+    r, c = np.unravel_index(int(diff.argmax()), diff.shape)
+    raise Diagnosis(f"for {name}, pixel ({r}, {c}) should be {int(expected[r, c])} but is {int(out[r, c])} "
+                    f"({int((diff > 1).sum())} of {diff.size} pixels differ by more than 1 grey level); "
+                    "grayscale with cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), then cv2.resize(gray, (width, "
+                    "height), interpolation=cv2.INTER_AREA)")
+
+
 def check_preprocess_frame(preprocess_frame, quiet: bool = False):
     """Check ``preprocess_frame(frame, size=(84, 84)) -> (height, width) uint8``.
 
@@ -92,59 +150,15 @@ def check_preprocess_frame(preprocess_frame, quiet: bool = False):
     """
 
     def body():
-        cases = [((120, 160), (84, 84), 1, "a 160x120 screen (ViZDoom's RES_160X120)"),
-                 ((240, 320), (84, 84), 2, "a 320x240 screen"),
-                 ((100, 130), (84, 84), 3, "a 130x100 screen"),
-                 ((84, 84), (84, 84), 4, "an 84x84 screen (nothing to resize)"),
-                 ((120, 160), (60, 80), 5, "a 160x120 screen resized to size=(60, 80)")]
-        for (H, W), size, seed, name in cases:
+        for (H, W), size, seed, name in _PREPROCESS_CASES:
             frame = _screen(H, W, seed)
             before = frame.copy()
             out = preprocess_frame(frame) if size == (84, 84) else preprocess_frame(frame, size)
-            if not np.array_equal(frame, before):
-                raise Diagnosis("your function modified the input frame in place; work on new arrays "
-                                "(cv2.cvtColor and cv2.resize return new ones)")
+            raise_if_modified([(frame, before, "frame")], "your function modified the input frame in place; work "
+                              "on new arrays (cv2.cvtColor and cv2.resize return new ones)")
             expected = _reference_preprocess(before, size)
-            h, w = size
-            if hasattr(out, "detach") and hasattr(out, "numpy"):
-                raise Diagnosis("return a NumPy array (the env hands NumPy observations to Gymnasium); "
-                                "got a torch tensor")
-            if not isinstance(out, np.ndarray):
-                raise Diagnosis(f"return a NumPy array, got {type(out).__name__}")
-            if np.issubdtype(out.dtype, np.floating):
-                if out.size and float(np.nanmax(out)) <= 1.0:
-                    raise Diagnosis(f"the frame is scaled to [0, 1] ({out.dtype}); keep uint8 grey levels 0..255: "
-                                    "the network divides by 255 on the way in, and uint8 frames take 4x less "
-                                    "rollout memory than float32")
-                raise Diagnosis(f"the frame is {out.dtype}; return uint8 (e.g. cv2 keeps the input's uint8): "
-                                "observations are stored as uint8, 4x less memory than float32")
-            if out.dtype != np.uint8:
-                raise Diagnosis(f"the frame should be uint8, got {out.dtype}")
-            if out.ndim == 3 and 3 in (out.shape[0], out.shape[-1]):
-                raise Diagnosis(f"the result {out.shape} still has 3 colour channels: convert to grayscale "
-                                "with cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) before resizing")
-            if out.ndim == 3 and 1 in (out.shape[0], out.shape[-1]) and out.size == h * w:
-                raise Diagnosis(f"the result has shape {out.shape}; return a 2-D (height, width) = {size} frame "
-                                "(the frame stack adds the channel axis later)")
-            if out.shape == (w, h) and h != w:
-                raise Diagnosis(f"for size=(height, width) = {size} the result has shape {out.shape}: cv2.resize "
-                                f"takes dsize as (width, height), so pass (size[1], size[0]) = ({w}, {h})")
-            if out.shape != (h, w):
-                raise Diagnosis(f"for {name} with size = {size} the result has shape {out.shape}; expected {(h, w)}")
-            diff = np.abs(out.astype(np.int16) - expected.astype(np.int16))
-            if int(diff.max()) <= 1:
-                continue
-            if h == w and int(np.abs(out.T.astype(np.int16) - expected).max()) <= 1:
-                raise Diagnosis("the frame is transposed (rows are the screen's columns): a NumPy image is "
-                                "(height, width); don't swap the axes")
-            for variant, message in _variants(before, size):
-                if int(np.abs(out.astype(np.int16) - variant.astype(np.int16)).max()) <= 1:
-                    raise Diagnosis(message)
-            r, c = np.unravel_index(int(diff.argmax()), diff.shape)
-            raise Diagnosis(f"for {name}, pixel ({r}, {c}) should be {int(expected[r, c])} but is {int(out[r, c])} "
-                            f"({int((diff > 1).sum())} of {diff.size} pixels differ by more than 1 grey level); "
-                            "grayscale with cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), then cv2.resize(gray, (width, "
-                            "height), interpolation=cv2.INTER_AREA)")
+            _check_frame_format(out, size, name)
+            _compare_frames(out, expected, before, size, name)
         return ("equals ppo_course.envs.doom.preprocess_frame (RGB -> grey, INTER_AREA) within 1 grey level on 5 "
                 "screens (160x120, 320x240, 130x100, 84x84, a non-square size); uint8, (height, width)")
 
@@ -200,6 +214,87 @@ def _labels(stack: np.ndarray, named: dict[str, np.ndarray]) -> str:
     return "[" + ", ".join(names) + "]"
 
 
+def _check_stacker_episodes(FrameStacker, num_frames: int, shape: tuple[int, int], seed: int) -> int:
+    """Two episodes through one stacker, each call compared with Gymnasium's; returns the number of calls."""
+    first = _frames(6, shape, seed)  # episode 1: f0 at reset, then f1..f5
+    second = _frames(3, shape, seed + 100)  # episode 2: g0 at reset, then g1, g2
+    named = {**{f"f{i}": f for i, f in enumerate(first)}, **{f"g{i}": g for i, g in enumerate(second)}}
+    expected = _reference_stacks([first, second], num_frames)
+    stacker = FrameStacker(num_frames) if num_frames != 4 else FrameStacker()
+    verified = 0
+    got = []
+    for episode, frames in enumerate((first, second)):
+        for i, frame in enumerate(frames):
+            obs = stacker.reset(frame.copy()) if i == 0 else stacker.step(frame.copy())
+            letter = "fg"[episode]
+            call = f"reset({letter}0)" if i == 0 else f"step({letter}{i})"
+            want = expected[episode][i]
+            _check_stack_format(obs, call, want, shape, num_frames)
+            if np.array_equal(obs, want):
+                got.append((episode, i, call, obs, obs.copy()))
+                continue
+            _diagnose_stack(obs, want, call, named, named[letter + str(i)], first, i, episode, num_frames)
+        for _, _, call, obs, copy in got:
+            if not np.array_equal(obs, copy):
+                raise Diagnosis(f"the observation returned by {call} changed when the stacker was called "
+                                "again: you return your internal buffer, which later calls overwrite (a "
+                                "rollout stores every observation); return a new array (np.stack(...), or "
+                                "self.stack.copy())")
+        verified += len(frames)
+    return verified
+
+
+def _check_stack_format(obs, call: str, want: np.ndarray, shape: tuple[int, int], num_frames: int) -> None:
+    """What ``call`` returned is a (num_frames, H, W) uint8 NumPy array."""
+    if hasattr(obs, "detach") and hasattr(obs, "numpy"):
+        raise Diagnosis(f"{call} returned a torch tensor; return a NumPy array (the env's "
+                        "observation; the trainer converts it)")
+    if not isinstance(obs, np.ndarray):
+        raise Diagnosis(f"{call} returned {type(obs).__name__}; return a NumPy array "
+                        f"(num_frames, H, W) (e.g. np.stack(list_of_frames))")
+    if obs.shape == (*shape, num_frames) and obs.shape != want.shape:
+        raise Diagnosis(f"the stack is channels-last {obs.shape}; stack the frames on axis 0 to "
+                        f"get (num_frames, H, W) = {want.shape}: the CNN (PyTorch's Conv2d) reads "
+                        "the frames as channels, which come first")
+    if obs.shape == shape and num_frames > 1:
+        raise Diagnosis(f"{call} returned a single frame {obs.shape}; return all {num_frames} "
+                        f"stacked frames, shape {want.shape}")
+    if obs.shape != want.shape:
+        raise Diagnosis(f"{call} returned shape {obs.shape}; expected (num_frames, H, W) = "
+                        f"{want.shape} for num_frames = {num_frames}")
+    if obs.dtype != np.uint8:
+        raise Diagnosis(f"the stack is {obs.dtype}; keep the frames' uint8 (4x less memory "
+                        "than float32; the network scales them)")
+
+
+def _diagnose_stack(obs, want, call: str, named: dict, newest: np.ndarray, first: list, i: int, episode: int,
+                    num_frames: int) -> None:
+    """The usual mistake that makes ``obs`` differ from ``want`` (always raises)."""
+    labels, want_labels = _labels(obs, named), _labels(want, named)
+    if i == 0 and episode == 1 and any(np.array_equal(s, f) for s in obs for f in first):
+        raise Diagnosis(f"memory leaking across episodes: after {call} the stack is {labels}, "
+                        "still holding frames of the previous episode; reset must fill every slot "
+                        f"with the new episode's first frame, {want_labels}")
+    if i == 0 and any(not s.any() for s in obs):
+        raise Diagnosis(f"after {call} the stack is {labels}: reset pads with zeros; fill the slots "
+                        f"with copies of the first frame, {want_labels} (as "
+                        "FrameStackObservation(padding_type='reset')): a black frame is a picture "
+                        "the agent never sees in the game")
+    if i == 0 and np.array_equal(obs[-1], newest):
+        raise Diagnosis(f"after {call} the stack is {labels}: reset must fill every slot with the "
+                        f"first frame, {want_labels}")
+    if np.array_equal(obs[::-1], want):
+        raise Diagnosis(f"newest frame first: after {call} the stack is {labels}, expected "
+                        f"{want_labels}; the order is reversed: the oldest frame goes first and the "
+                        "newest last (obs[-1] is the frame just passed in)")
+    if num_frames > 1 and all(np.array_equal(s, newest) for s in obs):
+        raise Diagnosis(f"after {call} all {num_frames} slots hold the newest frame, {labels}: they "
+                        f"are one and the same array (e.g. [frame] * {num_frames} then a slot written "
+                        "in place); keep separate copies, e.g. a deque of frame.copy() or np.roll "
+                        "on a stacked array")
+    raise Diagnosis(f"after {call} the stack should be {want_labels} (oldest first), got {labels}")
+
+
 def check_frame_stacker(FrameStacker, quiet: bool = False):
     """Check a ``FrameStacker(num_frames=4)`` class with ``reset(frame)`` and ``step(frame)``.
 
@@ -218,71 +313,7 @@ def check_frame_stacker(FrameStacker, quiet: bool = False):
     def body():
         verified = 0
         for num_frames, shape, seed in ((4, (84, 84), 11), (2, (12, 10), 12)):
-            first = _frames(6, shape, seed)  # episode 1: f0 at reset, then f1..f5
-            second = _frames(3, shape, seed + 100)  # episode 2: g0 at reset, then g1, g2
-            named = {**{f"f{i}": f for i, f in enumerate(first)}, **{f"g{i}": g for i, g in enumerate(second)}}
-            expected = _reference_stacks([first, second], num_frames)
-            stacker = FrameStacker(num_frames) if num_frames != 4 else FrameStacker()
-            got, kept = [], []
-            for episode, frames in enumerate((first, second)):
-                for i, frame in enumerate(frames):
-                    obs = stacker.reset(frame.copy()) if i == 0 else stacker.step(frame.copy())
-                    letter = "fg"[episode]
-                    call = f"reset({letter}0)" if i == 0 else f"step({letter}{i})"
-                    if hasattr(obs, "detach") and hasattr(obs, "numpy"):
-                        raise Diagnosis(f"{call} returned a torch tensor; return a NumPy array (the env's "
-                                        "observation; the trainer converts it)")
-                    if not isinstance(obs, np.ndarray):
-                        raise Diagnosis(f"{call} returned {type(obs).__name__}; return a NumPy array "
-                                        f"(num_frames, H, W) (e.g. np.stack(list_of_frames))")
-                    want = expected[episode][i]
-                    if obs.shape == (*shape, num_frames) and obs.shape != want.shape:
-                        raise Diagnosis(f"the stack is channels-last {obs.shape}; stack the frames on axis 0 to "
-                                        f"get (num_frames, H, W) = {want.shape}: the CNN (PyTorch's Conv2d) reads "
-                                        "the frames as channels, which come first")
-                    if obs.shape == shape and num_frames > 1:
-                        raise Diagnosis(f"{call} returned a single frame {obs.shape}; return all {num_frames} "
-                                        f"stacked frames, shape {want.shape}")
-                    if obs.shape != want.shape:
-                        raise Diagnosis(f"{call} returned shape {obs.shape}; expected (num_frames, H, W) = "
-                                        f"{want.shape} for num_frames = {num_frames}")
-                    if obs.dtype != np.uint8:
-                        raise Diagnosis(f"the stack is {obs.dtype}; keep the frames' uint8 (4x less memory "
-                                        "than float32; the network scales them)")
-                    if np.array_equal(obs, want):
-                        got.append((episode, i, call, obs, obs.copy()))
-                        continue
-                    labels, want_labels = _labels(obs, named), _labels(want, named)
-                    newest = named[("fg"[episode]) + str(i)]
-                    if i == 0 and episode == 1 and any(np.array_equal(s, f) for s in obs for f in first):
-                        raise Diagnosis(f"memory leaking across episodes: after {call} the stack is {labels}, "
-                                        "still holding frames of the previous episode; reset must fill every slot "
-                                        f"with the new episode's first frame, {want_labels}")
-                    if i == 0 and any(not s.any() for s in obs):
-                        raise Diagnosis(f"after {call} the stack is {labels}: reset pads with zeros; fill the slots "
-                                        f"with copies of the first frame, {want_labels} (as "
-                                        "FrameStackObservation(padding_type='reset')): a black frame is a picture "
-                                        "the agent never sees in the game")
-                    if i == 0 and np.array_equal(obs[-1], newest):
-                        raise Diagnosis(f"after {call} the stack is {labels}: reset must fill every slot with the "
-                                        f"first frame, {want_labels}")
-                    if np.array_equal(obs[::-1], want):
-                        raise Diagnosis(f"newest frame first: after {call} the stack is {labels}, expected "
-                                        f"{want_labels}; the order is reversed: the oldest frame goes first and the "
-                                        "newest last (obs[-1] is the frame just passed in)")
-                    if num_frames > 1 and all(np.array_equal(s, newest) for s in obs):
-                        raise Diagnosis(f"after {call} all {num_frames} slots hold the newest frame, {labels}: they "
-                                        f"are one and the same array (e.g. [frame] * {num_frames} then a slot written "
-                                        "in place); keep separate copies, e.g. a deque of frame.copy() or np.roll "
-                                        "on a stacked array")
-                    raise Diagnosis(f"after {call} the stack should be {want_labels} (oldest first), got {labels}")
-                for _, _, call, obs, copy in got:
-                    if not np.array_equal(obs, copy):
-                        raise Diagnosis(f"the observation returned by {call} changed when the stacker was called "
-                                        "again: you return your internal buffer, which later calls overwrite (a "
-                                        "rollout stores every observation); return a new array (np.stack(...), or "
-                                        "self.stack.copy())")
-                verified += len(frames)
+            verified += _check_stacker_episodes(FrameStacker, num_frames, shape, seed)
         return (f"equals Gymnasium's FrameStackObservation(padding_type='reset') on {verified} calls over two "
                 "episodes each, num_frames 4 and 2: (num_frames, H, W) uint8, newest last, refilled at reset, "
                 "returned stacks left unchanged by later calls")
@@ -364,62 +395,12 @@ def _near(a, b) -> bool:
 
 
 def _diagnose_term(term, got, want, prev, now, max_x, c, name):
+    """Why term ``term`` is ``got`` instead of ``want`` in case ``name`` (always raises)."""
     d = {k: now[k] - prev[k] for k in now}
-    pools = sum(d[k] for k in AMMO_POOLS)
-    if term == "progress":
-        dx = d["POSITION_X"]
-        if _near(got, c.progress_scale * max(dx, 0.0)) and not _near(want, got):
-            raise Diagnosis(f"reward for revisited positions: in case '{name}' progress pays {got:.4g}; it must pay only "
-                            "for a new maximum x, progress_scale * max(0, x - max_x), else walking back and forth "
-                            "farms the same metres again and again")
-        if _near(got, c.progress_scale * dx) or _near(got, c.progress_scale * (now["POSITION_X"] - max_x)):
-            raise Diagnosis(f"in case '{name}' progress is {got:.4g} (negative for moving back); only a new maximum x "
-                            "pays and nothing is taken back: progress_scale * max(0, x - max_x)")
-    if term == "kill":
-        if _near(got, c.kill_reward * now["KILLCOUNT"]):
-            raise Diagnosis(f"kill reward on the cumulative count: in case '{name}' you pay kill_reward * KILLCOUNT "
-                            f"= {got:.4g}; pay for the new kills of this step, the delta KILLCOUNT - "
-                            "previous KILLCOUNT")
-    if term == "ammo":
-        if d["SELECTED_WEAPON_AMMO"] and not pools and not _near(got, 0.0):
-            raise Diagnosis(f"switching weapons is penalised: in case '{name}' the ammo term is {got:.4g} although no "
-                            "ammo pool changed. SELECTED_WEAPON_AMMO is the selected weapon's ammo and jumps when the "
-                            f"weapon changes; use the net change summed over the pools {list(AMMO_POOLS)}")
-        if "AMMO4" in now and d.get("AMMO4") and _near(got, c.ammo_reward * max(pools + d["AMMO4"], 0)
-                                                      - c.ammo_penalty * max(-pools - d["AMMO4"], 0)):
-            raise Diagnosis(f"in case '{name}' each bullet counts twice: AMMO4 (the chaingun slot) reads the same "
-                            f"bullet pool as AMMO2; sum only the pools {list(AMMO_POOLS)}")
-        for one in AMMO_POOLS + ("SELECTED_WEAPON_AMMO",):
-            one_d = d[one]
-            if one_d != pools and _near(got, c.ammo_reward * max(one_d, 0) - c.ammo_penalty * max(-one_d, 0)):
-                raise Diagnosis(f"ammo from one slot only: in case '{name}' your ammo term follows {one} alone; sum "
-                                f"the net change over all the ammo pools {list(AMMO_POOLS)} (a shotgun shell is "
-                                "AMMO3)")
-        if pools and _near(got, -want):
-            raise Diagnosis(f"the ammo term has the wrong sign in case '{name}': spending ammo costs "
-                            "ammo_penalty per unit, picking it up earns ammo_reward per unit")
-        if pools > 0 and _near(got, -c.ammo_penalty * pools):
-            raise Diagnosis(f"ammo gain and loss with the same sign: in case '{name}' picking up {pools:g} units "
-                            "is penalised; gains earn ammo_reward * gain, spending costs ammo_penalty * spent")
-    if term == "health":
-        dh = d["HEALTH"]
-        clamped = max(now["HEALTH"], 0) - max(prev["HEALTH"], 0)
-        if dh > 0 and (_near(got, -c.health_penalty * dh) or _near(got, -c.health_gain_scale * dh)):
-            raise Diagnosis(f"health gain and loss with the same sign: in case '{name}' health went up by {dh:g} "
-                            f"and the term is {got:.4g}; a gain earns health_gain_scale * gain, a loss costs "
-                            "health_penalty * loss")
-        if dh < 0 and (_near(got, c.health_penalty * -dh) or _near(got, c.health_gain_scale * -dh)):
-            raise Diagnosis(f"health gain and loss with the same sign: in case '{name}' health went down by {-dh:g} "
-                            f"and the term is {got:.4g} > 0; a loss costs health_penalty * loss")
-        if dh != clamped and _near(got, -c.health_penalty * max(-dh, 0)):
-            raise Diagnosis(f"in case '{name}' the killing blow reports health {now['HEALTH']:g}: clamp health at 0 "
-                            "before taking the delta (max(health, 0)); overkill is not damage taken")
-        if dh < 0 and _near(got, c.health_gain_scale * dh):
-            raise Diagnosis(f"in case '{name}' the health loss is scaled by health_gain_scale; losses cost "
-                            "health_penalty per point, gains earn health_gain_scale per point")
-        if dh > 0 and _near(got, c.health_penalty * dh):
-            raise Diagnosis(f"in case '{name}' the health gain is scaled by health_penalty; gains earn "
-                            "health_gain_scale per point")
+    diagnose = {"progress": _diagnose_progress, "kill": _diagnose_kill, "ammo": _diagnose_ammo,
+                "health": _diagnose_health}.get(term)
+    if diagnose is not None:
+        diagnose(got, want, prev, now, d, max_x, c, name)
     for k in ("kill_reward", "ammo_reward", "ammo_penalty", "health_penalty", "health_gain_scale", "progress_scale"):
         if not getattr(c, k) and term in k and not _near(got, 0.0) and _near(want, 0.0):
             raise Diagnosis(f"in case '{name}' config.{k} = 0 but the {term} term is {got:.4g}: read the coefficients "
@@ -427,6 +408,69 @@ def _diagnose_term(term, got, want, prev, now, max_x, c, name):
     changed = {k: (prev[k], now[k]) for k in now if prev[k] != now[k]}
     raise Diagnosis(f"in case '{name}' (max_x = {max_x:g}, changes {changed}) the {term} term should be {want:.4g}, "
                     f"got {got:.4g}")
+
+
+def _diagnose_progress(got, want, prev, now, d, max_x, c, name) -> None:
+    dx = d["POSITION_X"]
+    if _near(got, c.progress_scale * max(dx, 0.0)) and not _near(want, got):
+        raise Diagnosis(f"reward for revisited positions: in case '{name}' progress pays {got:.4g}; it must pay only "
+                        "for a new maximum x, progress_scale * max(0, x - max_x), else walking back and forth "
+                        "farms the same metres again and again")
+    if _near(got, c.progress_scale * dx) or _near(got, c.progress_scale * (now["POSITION_X"] - max_x)):
+        raise Diagnosis(f"in case '{name}' progress is {got:.4g} (negative for moving back); only a new maximum x "
+                        "pays and nothing is taken back: progress_scale * max(0, x - max_x)")
+
+
+def _diagnose_kill(got, want, prev, now, d, max_x, c, name) -> None:
+    if _near(got, c.kill_reward * now["KILLCOUNT"]):
+        raise Diagnosis(f"kill reward on the cumulative count: in case '{name}' you pay kill_reward * KILLCOUNT "
+                        f"= {got:.4g}; pay for the new kills of this step, the delta KILLCOUNT - "
+                        "previous KILLCOUNT")
+
+
+def _diagnose_ammo(got, want, prev, now, d, max_x, c, name) -> None:
+    pools = sum(d[k] for k in AMMO_POOLS)
+    if d["SELECTED_WEAPON_AMMO"] and not pools and not _near(got, 0.0):
+        raise Diagnosis(f"switching weapons is penalised: in case '{name}' the ammo term is {got:.4g} although no "
+                        "ammo pool changed. SELECTED_WEAPON_AMMO is the selected weapon's ammo and jumps when the "
+                        f"weapon changes; use the net change summed over the pools {list(AMMO_POOLS)}")
+    if "AMMO4" in now and d.get("AMMO4") and _near(got, c.ammo_reward * max(pools + d["AMMO4"], 0)
+                                                  - c.ammo_penalty * max(-pools - d["AMMO4"], 0)):
+        raise Diagnosis(f"in case '{name}' each bullet counts twice: AMMO4 (the chaingun slot) reads the same "
+                        f"bullet pool as AMMO2; sum only the pools {list(AMMO_POOLS)}")
+    for one in AMMO_POOLS + ("SELECTED_WEAPON_AMMO",):
+        one_d = d[one]
+        if one_d != pools and _near(got, c.ammo_reward * max(one_d, 0) - c.ammo_penalty * max(-one_d, 0)):
+            raise Diagnosis(f"ammo from one slot only: in case '{name}' your ammo term follows {one} alone; sum "
+                            f"the net change over all the ammo pools {list(AMMO_POOLS)} (a shotgun shell is "
+                            "AMMO3)")
+    if pools and _near(got, -want):
+        raise Diagnosis(f"the ammo term has the wrong sign in case '{name}': spending ammo costs "
+                        "ammo_penalty per unit, picking it up earns ammo_reward per unit")
+    if pools > 0 and _near(got, -c.ammo_penalty * pools):
+        raise Diagnosis(f"ammo gain and loss with the same sign: in case '{name}' picking up {pools:g} units "
+                        "is penalised; gains earn ammo_reward * gain, spending costs ammo_penalty * spent")
+
+
+def _diagnose_health(got, want, prev, now, d, max_x, c, name) -> None:
+    dh = d["HEALTH"]
+    clamped = max(now["HEALTH"], 0) - max(prev["HEALTH"], 0)
+    if dh > 0 and (_near(got, -c.health_penalty * dh) or _near(got, -c.health_gain_scale * dh)):
+        raise Diagnosis(f"health gain and loss with the same sign: in case '{name}' health went up by {dh:g} "
+                        f"and the term is {got:.4g}; a gain earns health_gain_scale * gain, a loss costs "
+                        "health_penalty * loss")
+    if dh < 0 and (_near(got, c.health_penalty * -dh) or _near(got, c.health_gain_scale * -dh)):
+        raise Diagnosis(f"health gain and loss with the same sign: in case '{name}' health went down by {-dh:g} "
+                        f"and the term is {got:.4g} > 0; a loss costs health_penalty * loss")
+    if dh != clamped and _near(got, -c.health_penalty * max(-dh, 0)):
+        raise Diagnosis(f"in case '{name}' the killing blow reports health {now['HEALTH']:g}: clamp health at 0 "
+                        "before taking the delta (max(health, 0)); overkill is not damage taken")
+    if dh < 0 and _near(got, c.health_gain_scale * dh):
+        raise Diagnosis(f"in case '{name}' the health loss is scaled by health_gain_scale; losses cost "
+                        "health_penalty per point, gains earn health_gain_scale per point")
+    if dh > 0 and _near(got, c.health_penalty * dh):
+        raise Diagnosis(f"in case '{name}' the health gain is scaled by health_penalty; gains earn "
+                        "health_gain_scale per point")
 
 
 def check_shaping_reward(shaping_reward, quiet: bool = False):

@@ -15,7 +15,7 @@ import torch
 from ppo_course.advantages import compute_gae as _reference_gae
 from ppo_course.advantages import discounted_returns
 
-from ._core import Diagnosis, run_check
+from ._core import Diagnosis, expect_tensor, flags, fmt, raise_if_modified, run_check
 
 __all__ = ["check_gae", "check_gae_with_truncation"]
 
@@ -29,21 +29,16 @@ _ATOL = 1e-4
 def _case(name, T, N, seed, terminated=(), truncated=(), gamma=GAMMA, lam=LAMBDA):
     """A rollout: seeded rewards/values, episode ends at the given (t, env) positions."""
     g = torch.Generator().manual_seed(seed)
-    case = dict(
+    return dict(
         name=name, gamma=gamma, lam=lam,
         rewards=torch.randn(T, N, generator=g),
         values=torch.rand(T, N, generator=g) * 2 - 1,
         next_value=torch.rand(N, generator=g) * 2 - 1,
-        terminations=torch.zeros(T, N),
-        truncations=torch.zeros(T, N),
+        terminations=flags((T, N), terminated),
+        truncations=flags((T, N), truncated),
         # V of the final observations: only meaningful where truncated, garbage elsewhere on purpose
         final_values=torch.rand(T, N, generator=g) * 4 + 1,
     )
-    for t, n in terminated:
-        case["terminations"][t, n] = 1.0
-    for t, n in truncated:
-        case["truncations"][t, n] = 1.0
-    return case
 
 
 def _copy(case):
@@ -75,16 +70,13 @@ class _Runner:
         out = self.fn(*args)
         names = (["rewards", "values", "terminations", "truncations", "next_value", "final_values"]
                  if self.with_truncation else ["rewards", "values", "dones", "next_value"])
-        for name, a, b in zip(names, args, before):
-            if not torch.equal(a, b):
-                raise Diagnosis(f"your function modified `{name}` in place: work on new tensors "
-                                "(e.g. advantages = torch.zeros_like(values))")
+        raise_if_modified(zip(args, before, names), "your function modified `{name}` in place: work on new tensors "
+                          "(e.g. advantages = torch.zeros_like(values))")
         if not isinstance(out, (tuple, list)) or len(out) != 2:
             raise Diagnosis("return a tuple (advantages, returns)")
         T, N = case["values"].shape
         for name, t in zip(("advantages", "returns"), out):
-            if not isinstance(t, torch.Tensor):
-                raise Diagnosis(f"{name} should be a torch.Tensor, got {type(t).__name__}")
+            expect_tensor(t, name)
             if tuple(t.shape) != (T, N):
                 raise Diagnosis(f"{name} should have shape (T, N) = ({T}, {N}), the shape of values; got "
                                 f"{tuple(t.shape)}")
@@ -105,12 +97,8 @@ def _nz(x) -> bool:
     return abs(float(x)) > _ATOL
 
 
-def _fmt(t) -> str:
-    return "[" + ", ".join(f"{float(x):.3g}" for x in torch.as_tensor(t).flatten()) + "]"
-
-
 def _dones_desc(case, key="terminations", env=0):
-    return _fmt(case[key][:, env])
+    return fmt(case[key][:, env], significant=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -123,9 +111,15 @@ def _probe_recursion(run, dname: str):
     mid = _case("episode ending at step 3", 8, 1, seed=2, terminated=[(3, 0)])
     end = _case("episode ending at the last step", 6, 1, seed=3, terminated=[(5, 0)])
     envs = _case("three envs", 6, 3, seed=4, terminated=[(2, 1)])
-    T = 8
+    _probe_separate_envs(run, envs)
+    _probe_direction(run, long)
+    _probe_episode_end(run, mid, end, dname)
+    _probe_rollout_cut(run, long)
+    _probe_coefficients(run, long)
 
-    # several environments must stay separate columns
+
+def _probe_separate_envs(run, envs):
+    """Several environments must stay separate columns."""
     for n_from in range(3):
         for key in ("rewards", "values"):
             moved = _sens(run, envs, key, (1, n_from))
@@ -134,7 +128,10 @@ def _probe_recursion(run, dname: str):
                 raise Diagnosis(f"environments are mixed: the advantages of env {others[0]} change when {key}[1, "
                                 f"{n_from}] (env {n_from}) changes; each column is its own stream of steps")
 
-    # iterating forwards in time: A[t] must not depend on earlier steps
+
+def _probe_direction(run, long):
+    """Iterating forwards in time: A[t] must not depend on earlier steps."""
+    T = 8
     for j in range(T - 1):
         moved = _sens(run, long, "rewards", (j, 0))
         later = [t for t in range(j + 1, T) if _nz(moved[t, 0])]
@@ -143,6 +140,9 @@ def _probe_recursion(run, dname: str):
                             "reward) changes; A_t sums future TD errors, so loop backwards: "
                             "for t in reversed(range(T))")
 
+
+def _probe_episode_end(run, mid, end, dname):
+    """An episode end (mid-rollout at step 3, or at the last step) cuts the recursion after that step."""
     # off-by-one on dones (CleanRL's next-done convention applied to this function's dones)
     ref_mid = lambda key, idx: _sens(_reference, mid, key, idx)  # noqa: E731
     if not _nz(_sens(run, mid, "rewards", (3, 0))[2, 0]) and _nz(ref_mid("rewards", (3, 0))[2, 0]) \
@@ -168,7 +168,10 @@ def _probe_recursion(run, dname: str):
         raise Diagnosis(f"bootstrapping through a terminal step: {dname}[5] = 1 at the last step, but A[5] "
                         "changes with next_value (the first state of the next episode); mask it with (1 - done)")
 
-    # the rollout cut: bootstrap from next_value
+
+def _probe_rollout_cut(run, long):
+    """The rollout cut: the last step bootstraps from next_value, times gamma."""
+    T = 8
     cut = _sens(run, long, "next_value", (0,))
     if not _nz(cut[T - 1, 0]):
         raise Diagnosis("no bootstrap at the rollout cut: next_value is ignored. The last episode did not end, "
@@ -177,7 +180,9 @@ def _probe_recursion(run, dname: str):
         raise Diagnosis("the TD error is missing gamma: delta_t = r_t + gamma * V(s_{t+1}) - V(s_t) "
                         "(A[T-1] grows by 1, not by gamma, when next_value grows by 1)")
 
-    # the coefficients of the recursion
+
+def _probe_coefficients(run, long):
+    """The coefficients of the recursion: A[0] grows by gamma * lambda when r[1] grows by 1."""
     c = float(_sens(run, long, "rewards", (1, 0))[0, 0])
     if abs(c - GAMMA * LAMBDA) > _ATOL:
         what = {GAMMA: "lambda is missing from the recursion: A_t = delta_t + gamma * lambda * A_{t+1} "
@@ -224,20 +229,25 @@ def _compare(run, cases, dname, probes):
         if not torch.allclose(adv, ref_adv, atol=_ATOL):
             for probe in probes:
                 probe()
-            T, N = ref_adv.shape
-            t, n = divmod(int((adv - ref_adv).abs().argmax()), N)
-            ends = ""
-            if case["terminations"][:, n].any():
-                ends += f", {dname}[:, {n}] = {_dones_desc(case, env=n)}"
-            if case["truncations"][:, n].any():
-                ends += f", truncations[:, {n}] = {_dones_desc(case, 'truncations', n)}"
-            raise Diagnosis(
-                f"advantages differ in case '{case['name']}' (T={T}, N={N}, gamma={case['gamma']}, "
-                f"lambda={case['lam']}{ends}): at t={t}, env {n} expected {float(ref_adv[t, n]):.4f}, got "
-                f"{float(adv[t, n]):.4f}; rewards[:, {n}] = {_fmt(case['rewards'][:, n])}, values[:, {n}] = "
-                f"{_fmt(case['values'][:, n])}, next_value = {float(case['next_value'][n]):.3f}")
+            raise Diagnosis(_advantage_mismatch(case, adv, ref_adv, dname))
     for case, (adv, ret), _ in results:
         _probe_returns(case, adv, ret, dname)
+
+
+def _advantage_mismatch(case, adv, ref_adv, dname) -> str:
+    """The generic diagnosis: where the advantages differ most, with that environment's inputs."""
+    T, N = ref_adv.shape
+    t, n = divmod(int((adv - ref_adv).abs().argmax()), N)
+    ends = ""
+    if case["terminations"][:, n].any():
+        ends += f", {dname}[:, {n}] = {_dones_desc(case, env=n)}"
+    if case["truncations"][:, n].any():
+        ends += f", truncations[:, {n}] = {_dones_desc(case, 'truncations', n)}"
+    return (f"advantages differ in case '{case['name']}' (T={T}, N={N}, gamma={case['gamma']}, "
+            f"lambda={case['lam']}{ends}): at t={t}, env {n} expected {float(ref_adv[t, n]):.4f}, got "
+            f"{float(adv[t, n]):.4f}; rewards[:, {n}] = {fmt(case['rewards'][:, n], significant=True)}, "
+            f"values[:, {n}] = {fmt(case['values'][:, n], significant=True)}, "
+            f"next_value = {float(case['next_value'][n]):.3f}")
 
 
 def _basic_cases():

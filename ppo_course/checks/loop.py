@@ -30,7 +30,7 @@ from ..course import fast_mode
 from ..evaluate import EVAL_SEED, EvalResult, evaluate_policy
 from ..networks import MLPActorCritic
 from ..trainer import ppo_update as reference_ppo_update
-from ._core import CheckResult, Diagnosis, run_check
+from ._core import CheckResult, Diagnosis, close, run_check
 
 __all__ = ["check_ppo_update", "check_training_improves", "make_update_batch"]
 
@@ -108,9 +108,8 @@ def _flat(tensors) -> torch.Tensor:
 
 def _describe_loop(spy, batch, num_minibatches, update_epochs, max_grad_norm, seed) -> None:
     """Raise a Diagnosis for the first thing the recorded run did wrong (or return quietly)."""
-    losses, forwards, steps = spy["losses"], spy["forwards"], spy["steps"]
+    losses, steps = spy["losses"], spy["steps"]
     expected_steps = update_epochs * num_minibatches
-    batch_size = len(batch["obs"])
     if len(steps) != expected_steps:
         raise Diagnosis(f"optimizer.step() ran {len(steps)} times, expected update_epochs × num_minibatches = "
                         f"{update_epochs} × {num_minibatches} = {expected_steps} (one step per minibatch, every "
@@ -121,48 +120,64 @@ def _describe_loop(spy, batch, num_minibatches, update_epochs, max_grad_norm, se
         raise Diagnosis(f"ppo_loss was called {len(losses)} times for {expected_steps} optimizer steps: compute "
                         "one loss per minibatch, inside the loop")
     norm_all = ref.normalize_advantages(batch["advantages"])
-    minibatches = []
-    for k, rec in enumerate(losses):
-        epoch, mb = divmod(k, num_minibatches)
-        where = f"(epoch {epoch}, minibatch {mb})"
-        idx_obs = _rows(forwards[k]["x"], batch["obs"]) if len(forwards) == len(losses) else None
-        if rec["old_logprobs_requires_grad"] or (rec["old_logprobs"].shape == rec["new_logprobs"].shape
-                                                 and torch.equal(rec["old_logprobs"], rec["new_logprobs"])):
-            raise Diagnosis(f"the old log-probs passed to ppo_loss are the new ones {where}: the ratio is always 1 "
-                            "and clipping never acts — pass batch['logprobs'][idx], recorded during the rollout")
-        idx_adv = _rows(rec["advantages"], batch["advantages"])
-        if idx_adv is None:
-            if idx_obs is not None and _close_rows(rec["advantages"], norm_all[idx_obs]):
-                raise Diagnosis("advantages were normalised over the whole rollout inside the minibatch loop (or "
-                                "before splitting): pass the raw batch['advantages'][idx] — ppo_loss normalises "
-                                "each minibatch with its own mean and std")
-            if idx_obs is not None and _close_rows(rec["advantages"], ref.normalize_advantages(
-                    batch["advantages"][idx_obs])):
-                idx_adv = idx_obs  # normalised per minibatch twice: harmless
-            else:
-                raise Diagnosis(f"the advantages passed to ppo_loss {where} are not rows of batch['advantages']: "
-                                "index the batch with the minibatch indices, batch['advantages'][idx]")
-        named = {"advantages": idx_adv, "old log-probs": _rows(rec["old_logprobs"], batch["logprobs"]),
-                 "old values": _rows(rec["old_values"], batch["values"]),
-                 "returns": _rows(rec["returns"], batch["returns"])}
-        for name, idx in named.items():
-            if idx is None:
-                source = {"old log-probs": "logprobs", "old values": "values"}.get(name, name)
-                raise Diagnosis(f"the {name} passed to ppo_loss {where} are not rows of batch['{source}']: take "
-                                f"them from the batch, batch['{source}'][idx]")
-        reference_idx = idx_obs if idx_obs is not None else idx_adv
-        for name, idx in named.items():
-            if idx != reference_idx:
-                first = "observations" if idx_obs is not None else "advantages"
-                raise Diagnosis(f"tensors indexed with different minibatch indices {where}: the {first} are rows "
-                                f"{reference_idx[:4]}… but the {name} are rows {idx[:4]}… — index every tensor "
-                                "with the same idx")
-        action = forwards[k]["action"] if idx_obs is not None else None
-        if idx_obs is not None and (action is None or not torch.equal(action, batch["actions"][idx_obs])):
-            raise Diagnosis(f"the network scores actions that are not the batch's {where}: call "
-                            "agent.get_action_and_value(batch['obs'][idx], batch['actions'][idx]) — without the "
-                            "actions it samples new ones")
-        minibatches.append(reference_idx)
+    minibatches = [_minibatch_rows(spy, k, batch, norm_all, num_minibatches) for k in range(len(losses))]
+    _check_epochs(minibatches, len(batch["obs"]), num_minibatches, update_epochs, seed)
+    _check_gradients(losses, steps, num_minibatches, max_grad_norm)
+
+
+def _minibatch_rows(spy, k, batch, norm_all, num_minibatches) -> list[int]:
+    """The batch rows of the k-th ppo_loss call, after checking that every tensor passed to it is
+    indexed with them (old log-probs from the batch, raw advantages, the batch's actions)."""
+    rec, forwards = spy["losses"][k], spy["forwards"]
+    epoch, mb = divmod(k, num_minibatches)
+    where = f"(epoch {epoch}, minibatch {mb})"
+    idx_obs = _rows(forwards[k]["x"], batch["obs"]) if len(forwards) == len(spy["losses"]) else None
+    if rec["old_logprobs_requires_grad"] or (rec["old_logprobs"].shape == rec["new_logprobs"].shape
+                                             and torch.equal(rec["old_logprobs"], rec["new_logprobs"])):
+        raise Diagnosis(f"the old log-probs passed to ppo_loss are the new ones {where}: the ratio is always 1 "
+                        "and clipping never acts — pass batch['logprobs'][idx], recorded during the rollout")
+    named = {"advantages": _advantage_rows(rec, batch, norm_all, idx_obs, where),
+             "old log-probs": _rows(rec["old_logprobs"], batch["logprobs"]),
+             "old values": _rows(rec["old_values"], batch["values"]),
+             "returns": _rows(rec["returns"], batch["returns"])}
+    for name, idx in named.items():
+        if idx is None:
+            source = {"old log-probs": "logprobs", "old values": "values"}.get(name, name)
+            raise Diagnosis(f"the {name} passed to ppo_loss {where} are not rows of batch['{source}']: take "
+                            f"them from the batch, batch['{source}'][idx]")
+    reference_idx = idx_obs if idx_obs is not None else named["advantages"]
+    for name, idx in named.items():
+        if idx != reference_idx:
+            first = "observations" if idx_obs is not None else "advantages"
+            raise Diagnosis(f"tensors indexed with different minibatch indices {where}: the {first} are rows "
+                            f"{reference_idx[:4]}… but the {name} are rows {idx[:4]}… — index every tensor "
+                            "with the same idx")
+    action = forwards[k]["action"] if idx_obs is not None else None
+    if idx_obs is not None and (action is None or not torch.equal(action, batch["actions"][idx_obs])):
+        raise Diagnosis(f"the network scores actions that are not the batch's {where}: call "
+                        "agent.get_action_and_value(batch['obs'][idx], batch['actions'][idx]) — without the "
+                        "actions it samples new ones")
+    return reference_idx
+
+
+def _advantage_rows(rec, batch, norm_all, idx_obs, where) -> list[int]:
+    """The rows of batch['advantages'] passed to ppo_loss (normalised per minibatch counts as those rows)."""
+    idx_adv = _rows(rec["advantages"], batch["advantages"])
+    if idx_adv is not None:
+        return idx_adv
+    if idx_obs is not None and _close_rows(rec["advantages"], norm_all[idx_obs]):
+        raise Diagnosis("advantages were normalised over the whole rollout inside the minibatch loop (or "
+                        "before splitting): pass the raw batch['advantages'][idx] — ppo_loss normalises "
+                        "each minibatch with its own mean and std")
+    if idx_obs is not None and _close_rows(rec["advantages"], ref.normalize_advantages(
+            batch["advantages"][idx_obs])):
+        return idx_obs  # normalised per minibatch twice: harmless
+    raise Diagnosis(f"the advantages passed to ppo_loss {where} are not rows of batch['advantages']: "
+                    "index the batch with the minibatch indices, batch['advantages'][idx]")
+
+
+def _check_epochs(minibatches, batch_size, num_minibatches, update_epochs, seed) -> None:
+    """Each epoch visits every sample once, in a fresh torch.randperm(batch_size, generator) order."""
     epochs = [sum(minibatches[e * num_minibatches:(e + 1) * num_minibatches], []) for e in range(update_epochs)]
     for e, order in enumerate(epochs):
         if sorted(order) != list(range(batch_size)):
@@ -182,7 +197,10 @@ def _describe_loop(spy, batch, num_minibatches, update_epochs, max_grad_norm, se
         raise Diagnosis("the shuffling does not follow the contract: at the start of each epoch draw "
                         "order = torch.randperm(batch_size, generator=generator) and take the minibatches "
                         "order[start:start + minibatch_size] in turn (the generator makes runs reproducible)")
-    # the gradient each step was taken with
+
+
+def _check_gradients(losses, steps, num_minibatches, max_grad_norm) -> None:
+    """Each optimizer step used its own minibatch's gradient, clipped: zero_grad, backward, clip, step."""
     carry = None
     for k, (rec, grad) in enumerate(zip(losses, steps)):
         raw = rec["grad"]
@@ -210,7 +228,7 @@ def _describe_loop(spy, batch, num_minibatches, update_epochs, max_grad_norm, se
 
 
 def _close_rows(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.shape == b.shape and bool(torch.allclose(a.detach(), b.detach(), rtol=1e-4, atol=1e-5))
+    return close(a, b, atol=1e-5, rtol=1e-4, dtype=None)
 
 
 def _run_watched(fn, agent, batch, lr, num_minibatches, update_epochs, clip_coef, vf_coef, ent_coef, max_grad_norm,

@@ -10,12 +10,13 @@ the output of the common mistakes (wrong sign, max instead of min, clipping the 
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import torch
 
 from .. import losses as ref
-from ._core import Diagnosis, CheckResult, run_check
+from ._core import CheckResult, Diagnosis, close, run_check
 
 __all__ = ["check_clipped_surrogate", "check_value_loss", "check_ppo_loss", "check_approx_kl"]
 
@@ -35,9 +36,8 @@ def _scalar(out, what: str) -> torch.Tensor:
     return out
 
 
-def _close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-5) -> bool:
-    a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
-    return a.shape == b.shape and bool(torch.isfinite(a).all()) and bool(torch.allclose(a, b, rtol=tol, atol=tol))
+#: The losses are compared in float64, within 1e-5, and a non-finite value never counts as close.
+_close = partial(close, atol=1e-5, rtol=1e-5, dtype=torch.float64, finite=True)
 
 
 def _match(got: torch.Tensor, variants: dict[str, torch.Tensor]) -> str | None:
@@ -55,6 +55,17 @@ def _per_sample(fn: Callable, *columns: torch.Tensor, extra=()) -> torch.Tensor:
         out = fn(*(c[i:i + 1] for c in columns), *extra)
         outs.append(_scalar(out, fn.__name__ if hasattr(fn, "__name__") else "your function").detach())
     return torch.stack(outs).float()
+
+
+def _compare_per_sample(got: torch.Tensor, expected: torch.Tensor, variants: Callable[[], dict[str, torch.Tensor]],
+                        describe: Callable[[int], str]) -> None:
+    """Per-sample values: the matching mistake of ``variants()``, else ``describe(worst sample)``."""
+    if _close(got, expected):
+        return
+    found = _match(got, variants())
+    if found:
+        raise Diagnosis(found)
+    raise Diagnosis(describe(int((got - expected).abs().argmax())))
 
 
 # --------------------------------------------------------------------------------------
@@ -100,6 +111,71 @@ def _surrogate_variants(new, old, adv, eps):
     }
 
 
+def _surrogate_per_sample(fn, new, old, adv) -> None:
+    """Each (ratio, advantage) case alone, as a batch of one."""
+    expected_each = torch.stack([ref.clipped_surrogate(new[i:i + 1], old[i:i + 1], adv[i:i + 1], CLIP)
+                                 for i in range(len(adv))])
+    got_each = _per_sample(fn, new, old, adv, extra=(CLIP,))
+
+    def describe(bad: int) -> str:
+        r, a = _SURROGATE_CASES[bad]
+        return (f"wrong value for ratio {r:g}, advantage {a:g}, clip_coef {CLIP}: expected "
+                f"{expected_each[bad].item():.4f}, got {got_each[bad].item():.4f} "
+                "(the loss is -min(r·A, clip(r, 1-eps, 1+eps)·A))")
+
+    _compare_per_sample(got_each, expected_each, lambda: _surrogate_variants(new, old, adv, CLIP), describe)
+
+
+def _surrogate_batch(fn, new, old, adv) -> None:
+    """The whole batch at once: the mean, not the sum."""
+    got = _scalar(fn(new, old, adv, CLIP), "clipped_surrogate")
+    expected = ref.clipped_surrogate(new, old, adv, CLIP)
+    if not _close(got, expected):
+        if _close(got, expected * len(adv)):
+            raise Diagnosis(f"you summed over the batch instead of taking the mean: {len(adv)} samples "
+                            f"give {got.item():.4f}, expected {expected.item():.4f} (the loss scale, and "
+                            "so the step size, would grow with the minibatch size)")
+        raise Diagnosis(f"each sample alone is right but the batch of {len(adv)} gives {got.item():.4f}, "
+                        f"expected the mean {expected.item():.4f}")
+
+
+def _surrogate_ratio_one(fn) -> None:
+    """Ratio exactly 1: the loss is -mean(A), whatever the clip range."""
+    same = torch.tensor([-0.7, -1.2, -0.1])
+    a1 = torch.tensor([0.5, -2.0, 1.0])
+    got1 = _scalar(fn(same.clone(), same.clone(), a1, 0.1), "clipped_surrogate")
+    if not _close(got1, -a1.mean()):
+        raise Diagnosis(f"with new_logprobs == old_logprobs (ratio exactly 1) the loss must be -mean(A) = "
+                        f"{-a1.mean().item():.4f}, got {got1.item():.4f}")
+
+
+def _surrogate_gradient(fn, new, old, adv) -> int:
+    """Zero gradient where clipping is active (the min picks the constant clipped term), non-zero elsewhere.
+
+    Returns:
+        How many samples are clipped.
+    """
+    new_g = new.clone().requires_grad_(True)
+    out = _scalar(fn(new_g, old, adv, CLIP), "clipped_surrogate")
+    if not out.requires_grad:
+        raise Diagnosis("the loss carries no gradient to new_logprobs: did you .detach() it, call "
+                        ".item(), or build a new tensor with torch.tensor(...)?")
+    (grad,) = torch.autograd.grad(out, new_g)
+    new_r = new.clone().requires_grad_(True)
+    (expected_grad,) = torch.autograd.grad(ref.clipped_surrogate(new_r, old, adv, CLIP), new_r)
+    if not _close(grad, expected_grad):
+        clipped = expected_grad == 0
+        leak = (grad != 0) & clipped
+        if leak.any():
+            i = int(leak.nonzero()[0])
+            r, a = _SURROGATE_CASES[i]
+            raise Diagnosis(f"the value is right but gradient flows through a clipped sample (ratio {r:g}, "
+                            f"advantage {a:g}): there the min must pick the clipped, constant term")
+        raise Diagnosis("the value is right but the gradient with respect to new_logprobs is not "
+                        "(is part of the ratio detached?)")
+    return int((expected_grad == 0).sum())
+
+
 def check_clipped_surrogate(fn: Callable, quiet: bool = False) -> CheckResult:
     """Check ``clipped_surrogate(new_logprobs, old_logprobs, advantages, clip_coef) -> 0-d tensor``.
 
@@ -116,55 +192,10 @@ def check_clipped_surrogate(fn: Callable, quiet: bool = False) -> CheckResult:
     """
     def body() -> str:
         new, old, adv = _surrogate_inputs()
-        expected_each = torch.stack([ref.clipped_surrogate(new[i:i + 1], old[i:i + 1], adv[i:i + 1], CLIP)
-                                     for i in range(len(adv))])
-        got_each = _per_sample(fn, new, old, adv, extra=(CLIP,))
-        if not _close(got_each, expected_each):
-            found = _match(got_each, _surrogate_variants(new, old, adv, CLIP))
-            if found:
-                raise Diagnosis(found)
-            bad = int((got_each - expected_each).abs().argmax())
-            r, a = _SURROGATE_CASES[bad]
-            raise Diagnosis(f"wrong value for ratio {r:g}, advantage {a:g}, clip_coef {CLIP}: expected "
-                            f"{expected_each[bad].item():.4f}, got {got_each[bad].item():.4f} "
-                            "(the loss is -min(r·A, clip(r, 1-eps, 1+eps)·A))")
-        # the whole batch at once: the mean, not the sum
-        got = _scalar(fn(new, old, adv, CLIP), "clipped_surrogate")
-        expected = ref.clipped_surrogate(new, old, adv, CLIP)
-        if not _close(got, expected):
-            if _close(got, expected * len(adv)):
-                raise Diagnosis(f"you summed over the batch instead of taking the mean: {len(adv)} samples "
-                                f"give {got.item():.4f}, expected {expected.item():.4f} (the loss scale, and "
-                                "so the step size, would grow with the minibatch size)")
-            raise Diagnosis(f"each sample alone is right but the batch of {len(adv)} gives {got.item():.4f}, "
-                            f"expected the mean {expected.item():.4f}")
-        # ratio exactly 1: the loss is -mean(A), whatever the clip range
-        same = torch.tensor([-0.7, -1.2, -0.1])
-        a1 = torch.tensor([0.5, -2.0, 1.0])
-        got1 = _scalar(fn(same.clone(), same.clone(), a1, 0.1), "clipped_surrogate")
-        if not _close(got1, -a1.mean()):
-            raise Diagnosis(f"with new_logprobs == old_logprobs (ratio exactly 1) the loss must be -mean(A) = "
-                            f"{-a1.mean().item():.4f}, got {got1.item():.4f}")
-        # gradient: zero where clipping is active (the min picks the constant clipped term), non-zero elsewhere
-        new_g = new.clone().requires_grad_(True)
-        out = _scalar(fn(new_g, old, adv, CLIP), "clipped_surrogate")
-        if not out.requires_grad:
-            raise Diagnosis("the loss carries no gradient to new_logprobs: did you .detach() it, call "
-                            ".item(), or build a new tensor with torch.tensor(...)?")
-        (grad,) = torch.autograd.grad(out, new_g)
-        new_r = new.clone().requires_grad_(True)
-        (expected_grad,) = torch.autograd.grad(ref.clipped_surrogate(new_r, old, adv, CLIP), new_r)
-        if not _close(grad, expected_grad):
-            clipped = expected_grad == 0
-            leak = (grad != 0) & clipped
-            if leak.any():
-                i = int(leak.nonzero()[0])
-                r, a = _SURROGATE_CASES[i]
-                raise Diagnosis(f"the value is right but gradient flows through a clipped sample (ratio {r:g}, "
-                                f"advantage {a:g}): there the min must pick the clipped, constant term")
-            raise Diagnosis("the value is right but the gradient with respect to new_logprobs is not "
-                            "(is part of the ratio detached?)")
-        n_clipped = int((expected_grad == 0).sum())
+        _surrogate_per_sample(fn, new, old, adv)
+        _surrogate_batch(fn, new, old, adv)
+        _surrogate_ratio_one(fn)
+        n_clipped = _surrogate_gradient(fn, new, old, adv)
         return (f"{len(adv)} ratio/advantage cases on both sides of the clip range, ratio exactly 1, batch of 1, "
                 f"mean over the batch, zero gradient on the {n_clipped} clipped samples")
 
@@ -205,6 +236,37 @@ def _value_variants(new, old, ret, eps):
     }
 
 
+def _value_per_sample(fn, new, old, ret) -> None:
+    """Each case alone, as a batch of one."""
+    expected_each = torch.stack([ref.value_loss(new[i:i + 1], ret[i:i + 1], old[i:i + 1], CLIP)
+                                 for i in range(len(new))])
+    got_each = _per_sample(fn, new, old, ret, extra=(CLIP,))
+
+    def describe(i: int) -> str:
+        return (f"wrong value for new V {new[i].item():.2f}, old V {old[i].item():.2f}, return "
+                f"{ret[i].item():.2f}, clip_coef {CLIP}: expected {expected_each[i].item():.4f}, got "
+                f"{got_each[i].item():.4f}")
+
+    _compare_per_sample(got_each, expected_each, lambda: _value_variants(new, old, ret, CLIP), describe)
+
+
+def _value_batch(got_full, new, old, ret) -> None:
+    """The whole batch at once: the mean over (batch,) tensors, not a (batch, batch) broadcast or a sum."""
+    expected = ref.value_loss(new, ret, old, CLIP)
+    if not _close(got_full, expected):
+        broadcast = 0.5 * torch.max((new[:, None] - ret) ** 2,
+                                    (old[:, None] + torch.clamp(new[:, None] - old[:, None], -CLIP, CLIP)
+                                     - ret) ** 2).mean()
+        if _close(got_full, broadcast):
+            raise Diagnosis("a (batch, 1) tensor meets a (batch,) one and broadcasts to (batch, batch): every "
+                            "value is compared with every return. Keep all three (batch,) (squeeze(-1) the "
+                            "critic's output)")
+        if _close(got_full, expected * len(new)):
+            raise Diagnosis("you summed over the batch instead of taking the mean")
+        raise Diagnosis(f"each sample alone is right but the batch of {len(new)} gives {got_full.item():.4f}, "
+                        f"expected the mean {expected.item():.4f}")
+
+
 def check_value_loss(fn: Callable, quiet: bool = False) -> CheckResult:
     """Check ``value_loss(new_values, old_values, returns, clip_coef) -> 0-d tensor``.
 
@@ -228,30 +290,8 @@ def check_value_loss(fn: Callable, quiet: bool = False) -> CheckResult:
                             "tensor broadcasts to (batch, batch) — keep all three (batch,) (squeeze the critic's "
                             "output)")
         got_full = _scalar(got_full, "value_loss")
-        expected_each = torch.stack([ref.value_loss(new[i:i + 1], ret[i:i + 1], old[i:i + 1], CLIP)
-                                     for i in range(len(new))])
-        got_each = _per_sample(fn, new, old, ret, extra=(CLIP,))
-        if not _close(got_each, expected_each):
-            found = _match(got_each, _value_variants(new, old, ret, CLIP))
-            if found:
-                raise Diagnosis(found)
-            i = int((got_each - expected_each).abs().argmax())
-            raise Diagnosis(f"wrong value for new V {new[i].item():.2f}, old V {old[i].item():.2f}, return "
-                            f"{ret[i].item():.2f}, clip_coef {CLIP}: expected {expected_each[i].item():.4f}, got "
-                            f"{got_each[i].item():.4f}")
-        expected = ref.value_loss(new, ret, old, CLIP)
-        if not _close(got_full, expected):
-            broadcast = 0.5 * torch.max((new[:, None] - ret) ** 2,
-                                        (old[:, None] + torch.clamp(new[:, None] - old[:, None], -CLIP, CLIP)
-                                         - ret) ** 2).mean()
-            if _close(got_full, broadcast):
-                raise Diagnosis("a (batch, 1) tensor meets a (batch,) one and broadcasts to (batch, batch): every "
-                                "value is compared with every return. Keep all three (batch,) (squeeze(-1) the "
-                                "critic's output)")
-            if _close(got_full, expected * len(new)):
-                raise Diagnosis("you summed over the batch instead of taking the mean")
-            raise Diagnosis(f"each sample alone is right but the batch of {len(new)} gives {got_full.item():.4f}, "
-                            f"expected the mean {expected.item():.4f}")
+        _value_per_sample(fn, new, old, ret)
+        _value_batch(got_full, new, old, ret)
         # gradient flows to new_values only
         new_g = new.clone().requires_grad_(True)
         out = _scalar(fn(new_g, old, ret, CLIP), "value_loss")
@@ -314,6 +354,56 @@ def _loss_variants(new_lp, old_lp, adv, new_v, old_v, ret, ent, clip, vf, c2):
     }
 
 
+def _total_value(fn, inputs, clip, vf, c2) -> tuple[torch.Tensor, torch.Tensor]:
+    """The total loss on the batch; returns the learner's value and the reference's with the biased std."""
+    got = _scalar(fn(*inputs, clip, vf, c2), "ppo_loss")
+    expected = _reference_total(*inputs, clip, vf, c2)
+    # torch.std(unbiased=False) in the normalisation is as good (the scale differs by sqrt(n/(n-1)))
+    biased = inputs[2].std(unbiased=False)
+    alt_adv = (inputs[2] - inputs[2].mean()) / (biased + 1e-8)
+    alt = _reference_total(inputs[0], inputs[1], alt_adv, *inputs[3:], clip, vf, c2, norm_adv=False)
+    if not (_close(got, expected) or _close(got, alt)):
+        found = _match(got.detach(), _loss_variants(*inputs, clip, vf, c2))
+        if found:
+            raise Diagnosis(found)
+        raise Diagnosis(f"the total loss is {got.item():.4f}, expected {expected.item():.4f} on a batch of "
+                        f"{len(inputs[0])} (clip_coef {clip}, vf_coef {vf}, ent_coef {c2}); check each term: "
+                        "clipped_surrogate(normalised A) - ent_coef * mean(entropy) + vf_coef * value_loss")
+    return got, alt
+
+
+def _total_gradients(fn, inputs, clip, vf, c2, got, alt) -> None:
+    """Gradients into new_logprobs, new_values and entropy, as the reference's."""
+    leaves = [t.clone().requires_grad_(True) for t in inputs]
+    out = _scalar(fn(*leaves, clip, vf, c2), "ppo_loss")
+    if not out.requires_grad:
+        raise Diagnosis("the loss carries no gradient: did you .detach() it or call .item()?")
+    got_grads = torch.autograd.grad(out, leaves, allow_unused=True)
+    ref_leaves = [t.clone().requires_grad_(True) for t in inputs]
+    ref_grads = torch.autograd.grad(_reference_total(*ref_leaves, clip, vf, c2), ref_leaves, allow_unused=True)
+    names = ["new_logprobs", "old_logprobs", "advantages", "new_values", "old_values", "returns", "entropy"]
+    for name, g, r in zip(names, got_grads, ref_grads):
+        g = torch.zeros_like(inputs[0]) if g is None else g
+        r = torch.zeros_like(inputs[0]) if r is None else r
+        if not _close(g, r, atol=1e-4, rtol=1e-4) and not _close(got, alt):
+            raise Diagnosis(f"the value is right but the gradient with respect to {name} is not "
+                            f"(largest difference {(g - r).abs().max().item():.3g}): is something detached "
+                            "that should not be, or a target that should be constant carrying gradient?")
+
+
+def _total_single_sample(fn, inputs, clip, vf, c2) -> None:
+    """A minibatch of one sample: std is undefined, the normalised advantage is 0."""
+    one = [t[:1] for t in inputs]
+    got1 = _scalar(fn(*one, clip, vf, c2), "ppo_loss")
+    expected1 = _reference_total(*one, clip, vf, c2)
+    if not torch.isfinite(got1):
+        raise Diagnosis("a minibatch of one sample gives a non-finite loss: its std is undefined (NaN); "
+                        "for one sample return the centred advantage, A - mean(A) = 0")
+    if not _close(got1, expected1):
+        raise Diagnosis(f"a minibatch of one sample gives {got1.item():.4f}, expected {expected1.item():.4f}: "
+                        "one sample normalises to A - mean(A) = 0")
+
+
 def check_ppo_loss(fn: Callable, quiet: bool = False) -> CheckResult:
     """Check ``ppo_loss(new_logprobs, old_logprobs, advantages, new_values, old_values, returns, entropy,
     clip_coef, vf_coef, ent_coef) -> 0-d tensor``.
@@ -334,45 +424,9 @@ def check_ppo_loss(fn: Callable, quiet: bool = False) -> CheckResult:
 
     def body() -> str:
         inputs = _loss_inputs()
-        got = _scalar(fn(*inputs, clip, vf, c2), "ppo_loss")
-        expected = _reference_total(*inputs, clip, vf, c2)
-        # torch.std(unbiased=False) in the normalisation is as good (the scale differs by sqrt(n/(n-1)))
-        biased = inputs[2].std(unbiased=False)
-        alt_adv = (inputs[2] - inputs[2].mean()) / (biased + 1e-8)
-        alt = _reference_total(inputs[0], inputs[1], alt_adv, *inputs[3:], clip, vf, c2, norm_adv=False)
-        if not (_close(got, expected) or _close(got, alt)):
-            found = _match(got.detach(), _loss_variants(*inputs, clip, vf, c2))
-            if found:
-                raise Diagnosis(found)
-            raise Diagnosis(f"the total loss is {got.item():.4f}, expected {expected.item():.4f} on a batch of "
-                            f"{len(inputs[0])} (clip_coef {clip}, vf_coef {vf}, ent_coef {c2}); check each term: "
-                            "clipped_surrogate(normalised A) - ent_coef * mean(entropy) + vf_coef * value_loss")
-        # gradients: into new_logprobs, new_values and entropy, as the reference's
-        leaves = [t.clone().requires_grad_(True) for t in inputs]
-        out = _scalar(fn(*leaves, clip, vf, c2), "ppo_loss")
-        if not out.requires_grad:
-            raise Diagnosis("the loss carries no gradient: did you .detach() it or call .item()?")
-        got_grads = torch.autograd.grad(out, leaves, allow_unused=True)
-        ref_leaves = [t.clone().requires_grad_(True) for t in inputs]
-        ref_grads = torch.autograd.grad(_reference_total(*ref_leaves, clip, vf, c2), ref_leaves, allow_unused=True)
-        names = ["new_logprobs", "old_logprobs", "advantages", "new_values", "old_values", "returns", "entropy"]
-        for name, g, r in zip(names, got_grads, ref_grads):
-            g = torch.zeros_like(inputs[0]) if g is None else g
-            r = torch.zeros_like(inputs[0]) if r is None else r
-            if not _close(g, r, tol=1e-4) and not _close(got, alt):
-                raise Diagnosis(f"the value is right but the gradient with respect to {name} is not "
-                                f"(largest difference {(g - r).abs().max().item():.3g}): is something detached "
-                                "that should not be, or a target that should be constant carrying gradient?")
-        # a minibatch of one sample: std is undefined, the normalised advantage is 0
-        one = [t[:1] for t in inputs]
-        got1 = _scalar(fn(*one, clip, vf, c2), "ppo_loss")
-        expected1 = _reference_total(*one, clip, vf, c2)
-        if not torch.isfinite(got1):
-            raise Diagnosis("a minibatch of one sample gives a non-finite loss: its std is undefined (NaN); "
-                            "for one sample return the centred advantage, A - mean(A) = 0")
-        if not _close(got1, expected1):
-            raise Diagnosis(f"a minibatch of one sample gives {got1.item():.4f}, expected {expected1.item():.4f}: "
-                            "one sample normalises to A - mean(A) = 0")
+        got, alt = _total_value(fn, inputs, clip, vf, c2)
+        _total_gradients(fn, inputs, clip, vf, c2, got, alt)
+        _total_single_sample(fn, inputs, clip, vf, c2)
         return (f"total loss on a batch of {len(inputs[0])} with per-minibatch advantage normalisation, signs and "
                 "coefficients of all three terms, gradients into new log-probs/values/entropy only, batch of 1")
 

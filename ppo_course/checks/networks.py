@@ -15,7 +15,7 @@ from torch.distributions import Categorical
 
 from ppo_course.networks import HIDDEN_GAIN, POLICY_GAIN, VALUE_GAIN, layer_init as _reference_layer_init
 
-from ._core import Diagnosis, run_check
+from ._core import Diagnosis, close, expect_tensor, fmt, run_check
 
 __all__ = ["check_policy_network", "check_sampling", "check_layer_init", "check_actor_critic"]
 
@@ -31,24 +31,8 @@ _LOGITS = torch.tensor([
 _LARGE_ROW = 2
 
 
-def _fmt(t: torch.Tensor, digits: int = 3) -> str:
-    values = [round(float(x), digits) for x in torch.as_tensor(t).detach().flatten()]
-    return "[" + ", ".join(f"{x:g}" for x in values) + "]"
-
-
-def _close(a, b, atol=1e-4, rtol=1e-4) -> bool:
-    a, b = torch.as_tensor(a).detach().float(), torch.as_tensor(b).detach().float()
-    return a.shape == b.shape and bool(torch.allclose(a, b, atol=atol, rtol=rtol))
-
-
 def _observations(batch: int, obs_dim: int, seed: int) -> torch.Tensor:
     return torch.randn(batch, obs_dim, generator=torch.Generator().manual_seed(seed))
-
-
-def _expect_tensor(x, name: str) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise Diagnosis(f"{name} should be a torch.Tensor, got {type(x).__name__}")
-    return x
 
 
 def _batch_shape(t: torch.Tensor, name: str, batch: int, extra: str = "") -> None:
@@ -66,6 +50,77 @@ def _batch_shape(t: torch.Tensor, name: str, batch: int, extra: str = "") -> Non
 # --------------------------------------------------------------------------------------------
 # ex01 task 1: PolicyNetwork
 # --------------------------------------------------------------------------------------------
+def _build_policy(PolicyNetwork, obs_dim: int, n_actions: int, hidden: int):
+    """A seeded ``PolicyNetwork(obs_dim, n_actions, hidden_size=hidden)`` and its named parameters: an
+    nn.Module with parameters, one layer ``hidden`` wide."""
+    torch.manual_seed(0)
+    net = PolicyNetwork(obs_dim, n_actions, hidden_size=hidden)
+    if not isinstance(net, nn.Module):
+        raise Diagnosis("PolicyNetwork must subclass nn.Module (class PolicyNetwork(nn.Module)) "
+                        "and call super().__init__() first")
+    params = list(net.named_parameters())
+    if not params:
+        raise Diagnosis("the network has no parameters: create the layers in __init__ and store them "
+                        "as attributes (self.net = nn.Sequential(...)), after super().__init__()")
+    if not any(hidden in p.shape for _, p in params):
+        raise Diagnosis(f"hidden_size is ignored: PolicyNetwork({obs_dim}, {n_actions}, hidden_size={hidden}) "
+                        f"has no layer of width {hidden}")
+    return net, params
+
+
+def _check_logits(net, batch: int, obs_dim: int, n_actions: int) -> None:
+    """forward on a batch: (batch, n_actions) finite float32 raw logits, each row from its own observation."""
+    obs = _observations(batch, obs_dim, seed=batch)
+    out = expect_tensor(net(obs), "forward's output")
+    if tuple(out.shape) != (batch, n_actions):
+        if out.dim() == 1 and batch == 1 and out.shape[0] == n_actions:
+            raise Diagnosis("for a batch of one observation forward returned shape "
+                            f"{tuple(out.shape)}: keep the batch axis, (1, {n_actions})")
+        raise Diagnosis(f"forward should return (batch, n_actions) = ({batch}, {n_actions}) for obs of "
+                        f"shape {tuple(obs.shape)} (obs_dim={obs_dim}), got {tuple(out.shape)}")
+    if out.dtype != torch.float32:
+        raise Diagnosis(f"logits should be float32, got {out.dtype}")
+    if not torch.isfinite(out).all():
+        raise Diagnosis("forward returned NaN or inf")
+    if batch > 1:
+        if (out >= 0).all() and close(out.sum(-1), torch.ones(batch), atol=1e-4):
+            raise Diagnosis("forward returns probabilities (rows sum to 1): return raw logits; "
+                            "the softmax happens inside the distribution (Categorical(logits=...))")
+        if (out >= 0).all() and close(out.sum(0), torch.ones(n_actions), atol=1e-4):
+            raise Diagnosis("forward applies a softmax over the batch dimension (columns sum to 1): "
+                            "return raw logits, with no softmax at all")
+        if close(out, out[:1].expand_as(out), atol=1e-6):
+            raise Diagnosis("forward ignores its input: every observation gets the same logits "
+                            f"{fmt(out[0])}")
+        single = net(obs[:1])
+        if not close(single, out[:1], atol=1e-5):
+            raise Diagnosis("the logits of one observation change with the rest of the batch "
+                            "(batch-wise normalisation?): each row must depend on its own observation only")
+
+
+def _check_non_linear(net, obs_dim: int) -> None:
+    """f(a + b) - f(a) - f(b) + f(0) is 0 for an affine map."""
+    a, b = _observations(4, obs_dim, 11), _observations(4, obs_dim, 12)
+    zero = torch.zeros(4, obs_dim)
+    with torch.no_grad():
+        gap = net(a + b) - net(a) - net(b) + net(zero)
+    if gap.abs().max() < 1e-5:
+        raise Diagnosis("forward is linear in the observation: stacked nn.Linear layers without an "
+                        "activation between them collapse into one; add nn.Tanh() after each hidden layer")
+
+
+def _check_gradients_reach(net, params, obs_dim: int, n_actions: int) -> None:
+    """The gradient of a weighted sum of the logits reaches every parameter."""
+    net.zero_grad()
+    obs = _observations(16, obs_dim, 3)
+    weights = torch.randn(16, n_actions, generator=torch.Generator().manual_seed(4))
+    (net(obs) * weights).sum().backward()
+    for name, p in params:
+        if p.grad is None or not torch.any(p.grad != 0):
+            raise Diagnosis(f"parameter '{name}' gets no gradient: a layer created but not used in forward, "
+                            "or a .detach() / torch.no_grad() inside forward")
+
+
 def check_policy_network(PolicyNetwork, quiet: bool = False):
     """Check an actor network class ``PolicyNetwork(obs_dim, n_actions, hidden_size=64)``.
 
@@ -83,62 +138,11 @@ def check_policy_network(PolicyNetwork, quiet: bool = False):
     def body():
         sizes = [(8, 4, 64), (3, 2, 16), (5, 7, 32)]
         for obs_dim, n_actions, hidden in sizes:
-            torch.manual_seed(0)
-            net = PolicyNetwork(obs_dim, n_actions, hidden_size=hidden)
-            if not isinstance(net, nn.Module):
-                raise Diagnosis("PolicyNetwork must subclass nn.Module (class PolicyNetwork(nn.Module)) "
-                                "and call super().__init__() first")
-            params = list(net.named_parameters())
-            if not params:
-                raise Diagnosis("the network has no parameters: create the layers in __init__ and store them "
-                                "as attributes (self.net = nn.Sequential(...)), after super().__init__()")
-            if not any(hidden in p.shape for _, p in params):
-                raise Diagnosis(f"hidden_size is ignored: PolicyNetwork({obs_dim}, {n_actions}, hidden_size={hidden}) "
-                                f"has no layer of width {hidden}")
+            net, params = _build_policy(PolicyNetwork, obs_dim, n_actions, hidden)
             for batch in (1, 32):
-                obs = _observations(batch, obs_dim, seed=batch)
-                out = _expect_tensor(net(obs), "forward's output")
-                if tuple(out.shape) != (batch, n_actions):
-                    if out.dim() == 1 and batch == 1 and out.shape[0] == n_actions:
-                        raise Diagnosis("for a batch of one observation forward returned shape "
-                                        f"{tuple(out.shape)}: keep the batch axis, (1, {n_actions})")
-                    raise Diagnosis(f"forward should return (batch, n_actions) = ({batch}, {n_actions}) for obs of "
-                                    f"shape {tuple(obs.shape)} (obs_dim={obs_dim}), got {tuple(out.shape)}")
-                if out.dtype != torch.float32:
-                    raise Diagnosis(f"logits should be float32, got {out.dtype}")
-                if not torch.isfinite(out).all():
-                    raise Diagnosis("forward returned NaN or inf")
-                if batch > 1:
-                    if (out >= 0).all() and _close(out.sum(-1), torch.ones(batch), atol=1e-4):
-                        raise Diagnosis("forward returns probabilities (rows sum to 1): return raw logits; "
-                                        "the softmax happens inside the distribution (Categorical(logits=...))")
-                    if (out >= 0).all() and _close(out.sum(0), torch.ones(n_actions), atol=1e-4):
-                        raise Diagnosis("forward applies a softmax over the batch dimension (columns sum to 1): "
-                                        "return raw logits, with no softmax at all")
-                    if _close(out, out[:1].expand_as(out), atol=1e-6):
-                        raise Diagnosis("forward ignores its input: every observation gets the same logits "
-                                        f"{_fmt(out[0])}")
-                    single = net(obs[:1])
-                    if not _close(single, out[:1], atol=1e-5):
-                        raise Diagnosis("the logits of one observation change with the rest of the batch "
-                                        "(batch-wise normalisation?): each row must depend on its own observation only")
-            # non-linear: f(a + b) - f(a) - f(b) + f(0) is 0 for an affine map
-            a, b = _observations(4, obs_dim, 11), _observations(4, obs_dim, 12)
-            zero = torch.zeros(4, obs_dim)
-            with torch.no_grad():
-                gap = net(a + b) - net(a) - net(b) + net(zero)
-            if gap.abs().max() < 1e-5:
-                raise Diagnosis("forward is linear in the observation: stacked nn.Linear layers without an "
-                                "activation between them collapse into one; add nn.Tanh() after each hidden layer")
-            # gradients reach every parameter
-            net.zero_grad()
-            obs = _observations(16, obs_dim, 3)
-            weights = torch.randn(16, n_actions, generator=torch.Generator().manual_seed(4))
-            (net(obs) * weights).sum().backward()
-            for name, p in params:
-                if p.grad is None or not torch.any(p.grad != 0):
-                    raise Diagnosis(f"parameter '{name}' gets no gradient: a layer created but not used in forward, "
-                                    "or a .detach() / torch.no_grad() inside forward")
+                _check_logits(net, batch, obs_dim, n_actions)
+            _check_non_linear(net, obs_dim)
+            _check_gradients_reach(net, params, obs_dim, n_actions)
         return ("(batch, obs_dim) -> (batch, n_actions) float32 logits for sizes (8, 4), (3, 2), (5, 7) and batch 1; "
                 "raw logits, rows independent, non-linear, gradients reach every parameter")
 
@@ -151,6 +155,116 @@ def check_policy_network(PolicyNetwork, quiet: bool = False):
 def _chi_square(counts: torch.Tensor, probs: torch.Tensor) -> float:
     expected = probs * counts.sum()
     return float(((counts - expected) ** 2 / expected.clamp_min(1e-12)).sum())
+
+
+def _sampling_shapes(call, logits):
+    """``call(logits)``: (batch,) action, logprob and entropy (batch 1 too), int64 actions in range."""
+    batch, n = logits.shape
+    action, logprob, entropy = call(logits)
+    _batch_shape(action, "action", batch)
+    _batch_shape(logprob, "logprob", batch)
+    if tuple(entropy.shape) == (batch, n):
+        raise Diagnosis(f"entropy has shape (batch, n_actions) = {tuple(entropy.shape)}: it is not summed over "
+                        "actions; H = -sum_a pi(a) log pi(a), .sum(-1)")
+    _batch_shape(entropy, "entropy", batch)
+    for name, t in zip(("action", "logprob", "entropy"), call(logits[:1])):
+        _batch_shape(t, f"{name} (batch of one)", 1)
+    if action.dtype != torch.int64:
+        raise Diagnosis(f"action should be int64 (torch.long) indices, got {action.dtype}")
+    if action.min() < 0 or action.max() >= n:
+        raise Diagnosis(f"actions must be in 0..{n - 1}, got {action.tolist()}")
+    return action, logprob, entropy
+
+
+def _sampling_logprob(logits, action, logprob) -> None:
+    """logprob is Categorical(logits).log_prob(action), finite for large logits too."""
+    expected = Categorical(logits=logits).log_prob(action)
+    rows = torch.arange(logits.shape[0])
+    if not torch.isfinite(logprob).all():
+        bad = int(torch.nonzero(~torch.isfinite(logprob))[0])
+        if bad == _LARGE_ROW:
+            raise Diagnosis(f"log-probs are NaN/inf for large logits {fmt(logits[bad])}: exp(logits) overflowed "
+                            "in float32; use torch.log_softmax(logits, -1) or Categorical(logits=logits)")
+        raise Diagnosis(f"logprob is not finite for logits {fmt(logits[bad])}, action {int(action[bad])}: "
+                        "use torch.log_softmax(logits, -1), not log(softmax)")
+    if not close(logprob, expected):
+        if close(logprob, expected.exp()):
+            raise Diagnosis("returned probabilities instead of log-probabilities: PPO's ratio is "
+                            "exp(logprob_new - logprob_old); take log_softmax, not softmax")
+        if close(logprob, logits[rows, action]):
+            raise Diagnosis("log-probs come from unnormalised probabilities: you gathered the raw logits "
+                            "(or log of exp(logits)); subtract logsumexp -- use torch.log_softmax(logits, -1)")
+        if close(logprob, torch.log_softmax(logits, 0)[rows, action]):
+            raise Diagnosis("softmax over the wrong dimension (dim=0, the batch): normalise over the actions, "
+                            "dim=-1")
+        i = int((logprob - expected).abs().argmax())
+        if close(logprob[i], torch.log_softmax(logits[i], -1).max()):
+            raise Diagnosis(f"logprob is the log-probability of the most likely action, not of the returned "
+                            f"action (row {i}: action {int(action[i])})")
+        raise Diagnosis(f"logprob is not log pi(action): logits {fmt(logits[i])}, action {int(action[i])}: "
+                        f"expected {float(expected[i]):.4f}, got {float(logprob[i]):.4f}")
+
+
+def _sampling_entropy(logits, logprob, entropy) -> None:
+    """entropy is Categorical(logits).entropy(): summed over actions, in nats, >= 0."""
+    n = logits.shape[1]
+    ent = Categorical(logits=logits).entropy()
+    if not close(entropy, ent):
+        if close(entropy, -ent):
+            raise Diagnosis("entropy has the wrong sign: H = -sum_a pi(a) log pi(a) is >= 0")
+        if close(entropy, ent / n):
+            raise Diagnosis("entropy is averaged over actions instead of summed: H = -sum_a pi(a) log pi(a)")
+        if close(entropy, ent / math.log(2)):
+            raise Diagnosis("entropy is in bits (log2); use the natural log (nats)")
+        if close(entropy, -logprob):
+            raise Diagnosis("entropy is -logprob of the sampled action (a one-sample estimate): compute the "
+                            "exact sum over all actions, -sum_a pi(a) log pi(a)")
+        if close(entropy, -(torch.softmax(logits, 0) * torch.log_softmax(logits, 0)).sum(-1)):
+            raise Diagnosis("entropy uses a softmax over the wrong dimension (the batch): use dim=-1")
+        i = int((entropy - ent).abs().argmax())
+        raise Diagnosis(f"entropy is off: logits {fmt(logits[i])}: expected {float(ent[i]):.4f} nats, "
+                        f"got {float(entropy[i]):.4f}")
+
+
+def _sampling_gradients(call, logits) -> None:
+    """PPO's update differentiates logprob and entropy w.r.t. the logits."""
+    leaf = logits.clone().requires_grad_()
+    _, lp, en = call(leaf)
+    if not lp.requires_grad:
+        raise Diagnosis("logprob is detached from the logits (.item(), numpy, .detach() or torch.no_grad()): "
+                        "PPO's update needs its gradient")
+    if not en.requires_grad:
+        raise Diagnosis("entropy is detached from the logits: the entropy bonus needs its gradient")
+    (lp.sum() + en.sum()).backward()
+    if leaf.grad is None or not torch.isfinite(leaf.grad).all():
+        raise Diagnosis("the gradient of logprob w.r.t. the logits is NaN/inf: use log_softmax, not log(softmax)")
+
+
+def _sampling_frequencies(call, n: int) -> None:
+    """Frequencies over many seeded draws match softmax(logits) (chi-square test)."""
+    groups = torch.tensor([[1.0, 0.0, -1.0, 0.5], [-1.0, 0.5, 2.0, 0.0]])
+    m = 4000
+    big = groups.repeat_interleave(m, dim=0)
+    draws = call(big)[0]
+    for g in range(len(groups)):
+        acts = draws[g * m:(g + 1) * m].long().flatten()
+        counts = torch.bincount(acts.clamp(0, n - 1), minlength=n).float()
+        probs = torch.softmax(groups[g], -1)
+        if int(counts.max()) == m:
+            if int(counts.argmax()) == int(groups[g].argmax()):
+                raise Diagnosis(f"argmax instead of sampling: {m} draws from logits {fmt(groups[g])} all chose "
+                                f"action {int(groups[g].argmax())}; sample from the distribution "
+                                "(Categorical(logits=...).sample()) so that every action gets explored")
+            raise Diagnosis(f"every one of {m} draws from logits {fmt(groups[g])} chose action "
+                            f"{int(counts.argmax())}: actions must be sampled from softmax(logits)")
+        chi2 = _chi_square(counts, probs)
+        if chi2 > 25.0:  # 3 degrees of freedom: p < 2e-5 for a correct sampler
+            freqs = counts / m
+            if _chi_square(counts, torch.full((n,), 1.0 / n)) < 25.0:
+                raise Diagnosis(f"actions are uniformly random, not drawn from softmax(logits): logits "
+                                f"{fmt(groups[g])}, frequencies {fmt(freqs)}, expected {fmt(probs)}")
+            raise Diagnosis(f"sampled frequencies do not match softmax(logits) {fmt(groups[g])}: expected "
+                            f"{fmt(probs)}, got {fmt(freqs)} over {m} draws")
 
 
 def check_sampling(sample_action, quiet: bool = False):
@@ -171,105 +285,15 @@ def check_sampling(sample_action, quiet: bool = False):
         out = sample_action(logits)
         if not isinstance(out, (tuple, list)) or len(out) != 3:
             raise Diagnosis("sample_action should return a tuple (action, logprob, entropy)")
-        return [_expect_tensor(x, n) for x, n in zip(out, ("action", "logprob", "entropy"))]
+        return [expect_tensor(x, n) for x, n in zip(out, ("action", "logprob", "entropy"))]
 
     def body():
         logits = _LOGITS.clone()
-        batch, n = logits.shape
-        action, logprob, entropy = call(logits)
-        _batch_shape(action, "action", batch)
-        _batch_shape(logprob, "logprob", batch)
-        if tuple(entropy.shape) == (batch, n):
-            raise Diagnosis(f"entropy has shape (batch, n_actions) = {tuple(entropy.shape)}: it is not summed over "
-                            "actions; H = -sum_a pi(a) log pi(a), .sum(-1)")
-        _batch_shape(entropy, "entropy", batch)
-        for name, t in zip(("action", "logprob", "entropy"), call(logits[:1])):
-            _batch_shape(t, f"{name} (batch of one)", 1)
-        if action.dtype != torch.int64:
-            raise Diagnosis(f"action should be int64 (torch.long) indices, got {action.dtype}")
-        if action.min() < 0 or action.max() >= n:
-            raise Diagnosis(f"actions must be in 0..{n - 1}, got {action.tolist()}")
-
-        ref = Categorical(logits=logits)
-        expected = ref.log_prob(action)
-        rows = torch.arange(batch)
-        if not torch.isfinite(logprob).all():
-            bad = int(torch.nonzero(~torch.isfinite(logprob))[0])
-            if bad == _LARGE_ROW:
-                raise Diagnosis(f"log-probs are NaN/inf for large logits {_fmt(logits[bad])}: exp(logits) overflowed "
-                                "in float32; use torch.log_softmax(logits, -1) or Categorical(logits=logits)")
-            raise Diagnosis(f"logprob is not finite for logits {_fmt(logits[bad])}, action {int(action[bad])}: "
-                            "use torch.log_softmax(logits, -1), not log(softmax)")
-        if not _close(logprob, expected):
-            if _close(logprob, expected.exp()):
-                raise Diagnosis("returned probabilities instead of log-probabilities: PPO's ratio is "
-                                "exp(logprob_new - logprob_old); take log_softmax, not softmax")
-            if _close(logprob, logits[rows, action]):
-                raise Diagnosis("log-probs come from unnormalised probabilities: you gathered the raw logits "
-                                "(or log of exp(logits)); subtract logsumexp -- use torch.log_softmax(logits, -1)")
-            if _close(logprob, torch.log_softmax(logits, 0)[rows, action]):
-                raise Diagnosis("softmax over the wrong dimension (dim=0, the batch): normalise over the actions, "
-                                "dim=-1")
-            i = int((logprob - expected).abs().argmax())
-            if _close(logprob[i], torch.log_softmax(logits[i], -1).max()):
-                raise Diagnosis(f"logprob is the log-probability of the most likely action, not of the returned "
-                                f"action (row {i}: action {int(action[i])})")
-            raise Diagnosis(f"logprob is not log pi(action): logits {_fmt(logits[i])}, action {int(action[i])}: "
-                            f"expected {float(expected[i]):.4f}, got {float(logprob[i]):.4f}")
-
-        ent = ref.entropy()
-        if not _close(entropy, ent):
-            if _close(entropy, -ent):
-                raise Diagnosis("entropy has the wrong sign: H = -sum_a pi(a) log pi(a) is >= 0")
-            if _close(entropy, ent / n):
-                raise Diagnosis("entropy is averaged over actions instead of summed: H = -sum_a pi(a) log pi(a)")
-            if _close(entropy, ent / math.log(2)):
-                raise Diagnosis("entropy is in bits (log2); use the natural log (nats)")
-            if _close(entropy, -logprob):
-                raise Diagnosis("entropy is -logprob of the sampled action (a one-sample estimate): compute the "
-                                "exact sum over all actions, -sum_a pi(a) log pi(a)")
-            if _close(entropy, -(torch.softmax(logits, 0) * torch.log_softmax(logits, 0)).sum(-1)):
-                raise Diagnosis("entropy uses a softmax over the wrong dimension (the batch): use dim=-1")
-            i = int((entropy - ent).abs().argmax())
-            raise Diagnosis(f"entropy is off: logits {_fmt(logits[i])}: expected {float(ent[i]):.4f} nats, "
-                            f"got {float(entropy[i]):.4f}")
-
-        # gradients: PPO's update differentiates logprob and entropy w.r.t. the logits
-        leaf = logits.clone().requires_grad_()
-        _, lp, en = call(leaf)
-        if not lp.requires_grad:
-            raise Diagnosis("logprob is detached from the logits (.item(), numpy, .detach() or torch.no_grad()): "
-                            "PPO's update needs its gradient")
-        if not en.requires_grad:
-            raise Diagnosis("entropy is detached from the logits: the entropy bonus needs its gradient")
-        (lp.sum() + en.sum()).backward()
-        if leaf.grad is None or not torch.isfinite(leaf.grad).all():
-            raise Diagnosis("the gradient of logprob w.r.t. the logits is NaN/inf: use log_softmax, not log(softmax)")
-
-        # sampling: frequencies over many seeded draws match softmax(logits)
-        groups = torch.tensor([[1.0, 0.0, -1.0, 0.5], [-1.0, 0.5, 2.0, 0.0]])
-        m = 4000
-        big = groups.repeat_interleave(m, dim=0)
-        draws = call(big)[0]
-        for g in range(len(groups)):
-            acts = draws[g * m:(g + 1) * m].long().flatten()
-            counts = torch.bincount(acts.clamp(0, n - 1), minlength=n).float()
-            probs = torch.softmax(groups[g], -1)
-            if int(counts.max()) == m:
-                if int(counts.argmax()) == int(groups[g].argmax()):
-                    raise Diagnosis(f"argmax instead of sampling: {m} draws from logits {_fmt(groups[g])} all chose "
-                                    f"action {int(groups[g].argmax())}; sample from the distribution "
-                                    "(Categorical(logits=...).sample()) so that every action gets explored")
-                raise Diagnosis(f"every one of {m} draws from logits {_fmt(groups[g])} chose action "
-                                f"{int(counts.argmax())}: actions must be sampled from softmax(logits)")
-            chi2 = _chi_square(counts, probs)
-            if chi2 > 25.0:  # 3 degrees of freedom: p < 2e-5 for a correct sampler
-                freqs = counts / m
-                if _chi_square(counts, torch.full((n,), 1.0 / n)) < 25.0:
-                    raise Diagnosis(f"actions are uniformly random, not drawn from softmax(logits): logits "
-                                    f"{_fmt(groups[g])}, frequencies {_fmt(freqs)}, expected {_fmt(probs)}")
-                raise Diagnosis(f"sampled frequencies do not match softmax(logits) {_fmt(groups[g])}: expected "
-                                f"{_fmt(probs)}, got {_fmt(freqs)} over {m} draws")
+        action, logprob, entropy = _sampling_shapes(call, logits)
+        _sampling_logprob(logits, action, logprob)
+        _sampling_entropy(logits, logprob, entropy)
+        _sampling_gradients(call, logits)
+        _sampling_frequencies(call, logits.shape[1])
         return ("shapes (batch,) incl. batch 1, int64 actions, log-probs and entropies equal Categorical(logits=...) "
                 "(large logits too), differentiable, frequencies of 8,000 draws match the softmax")
 
@@ -284,6 +308,110 @@ def _orthogonality(layer: nn.Module):
     w = layer.weight.detach().reshape(layer.weight.shape[0], -1).double()
     gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
     return gram
+
+
+def _layer_init_cases():
+    """(name, constructor, layer_init keyword arguments): wide, tall and square layers, a Conv2d, three gains."""
+    return [
+        ("nn.Linear(64, 16)", lambda: nn.Linear(64, 16), dict(std=HIDDEN_GAIN)),
+        ("nn.Linear(8, 64)", lambda: nn.Linear(8, 64), dict(std=HIDDEN_GAIN, bias_const=0.5)),
+        ("nn.Linear(64, 4)", lambda: nn.Linear(64, 4), dict(std=POLICY_GAIN)),
+        ("nn.Linear(32, 32)", lambda: nn.Linear(32, 32), dict(std=VALUE_GAIN, bias_const=-0.25)),
+        ("nn.Linear(64, 1)", lambda: nn.Linear(64, 1), dict(std=VALUE_GAIN)),
+        ("nn.Conv2d(4, 8, 3)", lambda: nn.Conv2d(4, 8, 3), dict(std=HIDDEN_GAIN, bias_const=0.1)),
+    ]
+
+
+def _check_layer_init_case(layer_init, name: str, make, kwargs: dict) -> None:
+    """``layer_init(make(), **kwargs)`` returns that layer, its weight changed in place, orthogonal with
+    gain std, and every bias entry bias_const."""
+    torch.manual_seed(0)
+    layer = make()
+    before = layer.weight.detach().clone()
+    bias_before = layer.bias.detach().clone()
+    returned = layer_init(layer, **kwargs)
+    if returned is None:
+        raise Diagnosis("layer_init returned None: return the layer, so that it can wrap a constructor "
+                        "(layer_init(nn.Linear(64, 4), std=0.01))")
+    if returned is not layer:
+        raise Diagnosis(f"layer_init({name}) must return the layer it was given (got "
+                        f"{type(returned).__name__}), so that it can wrap a constructor")
+    args = ", ".join(f"{k}={v:g}" for k, v in kwargs.items())
+    if not isinstance(layer.weight, nn.Parameter):
+        raise Diagnosis("layer.weight is no longer an nn.Parameter: initialise it in place "
+                        "(nn.init.orthogonal_(layer.weight, std))")
+    if torch.equal(layer.weight.detach(), before):
+        raise Diagnosis(f"weights were not changed (still PyTorch's default init) for {name}: "
+                        "use nn.init.orthogonal_(layer.weight, std)")
+    _check_orthogonal_gain(layer, name, args, kwargs["std"])
+    _check_bias(layer, bias_before, name, args, kwargs.get("bias_const", 0.0))
+
+
+def _check_orthogonal_gain(layer, name: str, args: str, std: float) -> None:
+    """W W^T (or W^T W) = std^2 I: orthogonal, with the gain applied once."""
+    gram = _orthogonality(layer)
+    k = gram.shape[0]
+    eye = torch.eye(k, dtype=gram.dtype)
+    scale = float(gram.diagonal().mean())
+    off = float((gram - torch.diag(gram.diagonal())).abs().max()) / max(scale, 1e-12)
+    if k > 1 and off > 1e-3:
+        raise Diagnosis(f"weights are not orthogonal (looks like a Gaussian/default init): for {name} the "
+                        f"largest off-diagonal entry of W W^T is {off:.2f} x the diagonal; use "
+                        "nn.init.orthogonal_(layer.weight, std)")
+    if not torch.allclose(gram, std ** 2 * eye, rtol=1e-3, atol=1e-4 * std ** 2):
+        if abs(std - 1.0) > 1e-6 and torch.allclose(gram, eye, rtol=1e-3, atol=1e-4):
+            raise Diagnosis(f"gain ignored: layer_init({name}, {args}) gave W W^T = I, expected "
+                            f"std^2 I = {std ** 2:g} I; pass std as the gain: nn.init.orthogonal_(w, std)")
+        if torch.allclose(gram, std ** 4 * eye, rtol=1e-3, atol=1e-4 * std ** 4):
+            raise Diagnosis(f"gain applied twice (or squared): layer_init({name}, {args}) gave W W^T = "
+                            f"{std ** 4:g} I, expected {std ** 2:g} I")
+        raise Diagnosis(f"wrong scale: layer_init({name}, {args}) gave rows of norm {math.sqrt(scale):.4g}, "
+                        f"expected std = {std:g}")
+
+
+def _check_bias(layer, bias_before, name: str, args: str, bias_const: float) -> None:
+    """Every bias entry is bias_const."""
+    bias = layer.bias.detach()
+    if not torch.all(bias == bias_const):
+        if torch.equal(bias, bias_before):
+            raise Diagnosis(f"bias not set: layer_init({name}, {args}) left PyTorch's default bias; "
+                            "use nn.init.constant_(layer.bias, bias_const)")
+        if torch.all(bias == 0) and bias_const != 0:
+            raise Diagnosis(f"bias_const ignored: layer_init({name}, {args}) set the bias to 0, expected "
+                            f"{bias_const:g}")
+        raise Diagnosis(f"layer_init({name}, {args}): every bias entry should be {bias_const:g}, got "
+                        f"{fmt(bias[:4])}...")
+
+
+def _check_layer_init_defaults(layer_init) -> None:
+    """Default arguments: std = sqrt(2), bias 0; the layer is returned."""
+    torch.manual_seed(0)
+    layer = nn.Linear(16, 16)
+    nn.init.constant_(layer.bias, 0.3)
+    if layer_init(layer) is None:
+        raise Diagnosis("layer_init returned None: return the layer, so that it can wrap a constructor "
+                        "(layer_init(nn.Linear(64, 4), std=0.01))")
+    gram = _orthogonality(layer)
+    if not torch.allclose(gram, 2.0 * torch.eye(16, dtype=gram.dtype), atol=1e-4):
+        if torch.allclose(gram, torch.eye(16, dtype=gram.dtype), atol=1e-4):
+            raise Diagnosis("the default std should be sqrt(2) (W W^T = 2 I), but layer_init(layer) gave "
+                            "W W^T = I: check the default argument std=math.sqrt(2)")
+    if not torch.all(layer.bias == 0):
+        raise Diagnosis("bias not set: with the default bias_const=0.0 every bias should be 0 "
+                        f"(got {fmt(layer.bias[:4])}...)")
+
+
+def _check_layer_init_without_bias(layer_init) -> None:
+    """A layer without a bias: no crash, orthogonal weights."""
+    layer = nn.Linear(8, 4, bias=False)
+    try:
+        layer_init(layer, std=1.0)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise Diagnosis(f"layer_init fails on a layer without a bias (nn.Linear(8, 4, bias=False)): "
+                        f"{type(exc).__name__}: {exc}; set the bias only if layer.bias is not None")
+    ref = _reference_layer_init(nn.Linear(8, 4, bias=False), std=1.0)
+    if not torch.allclose(_orthogonality(layer), _orthogonality(ref), atol=1e-4):
+        raise Diagnosis("nn.Linear(8, 4, bias=False): weights not orthogonal with gain 1")
 
 
 def check_layer_init(layer_init, quiet: bool = False):
@@ -301,89 +429,10 @@ def check_layer_init(layer_init, quiet: bool = False):
     """
 
     def body():
-        cases = [
-            ("nn.Linear(64, 16)", lambda: nn.Linear(64, 16), dict(std=HIDDEN_GAIN)),
-            ("nn.Linear(8, 64)", lambda: nn.Linear(8, 64), dict(std=HIDDEN_GAIN, bias_const=0.5)),
-            ("nn.Linear(64, 4)", lambda: nn.Linear(64, 4), dict(std=POLICY_GAIN)),
-            ("nn.Linear(32, 32)", lambda: nn.Linear(32, 32), dict(std=VALUE_GAIN, bias_const=-0.25)),
-            ("nn.Linear(64, 1)", lambda: nn.Linear(64, 1), dict(std=VALUE_GAIN)),
-            ("nn.Conv2d(4, 8, 3)", lambda: nn.Conv2d(4, 8, 3), dict(std=HIDDEN_GAIN, bias_const=0.1)),
-        ]
-        for name, make, kwargs in cases:
-            torch.manual_seed(0)
-            layer = make()
-            before = layer.weight.detach().clone()
-            bias_before = layer.bias.detach().clone()
-            returned = layer_init(layer, **kwargs)
-            if returned is None:
-                raise Diagnosis("layer_init returned None: return the layer, so that it can wrap a constructor "
-                                "(layer_init(nn.Linear(64, 4), std=0.01))")
-            if returned is not layer:
-                raise Diagnosis(f"layer_init({name}) must return the layer it was given (got "
-                                f"{type(returned).__name__}), so that it can wrap a constructor")
-            std = kwargs["std"]
-            bias_const = kwargs.get("bias_const", 0.0)
-            args = ", ".join(f"{k}={v:g}" for k, v in kwargs.items())
-            if not isinstance(layer.weight, nn.Parameter):
-                raise Diagnosis("layer.weight is no longer an nn.Parameter: initialise it in place "
-                                "(nn.init.orthogonal_(layer.weight, std))")
-            if torch.equal(layer.weight.detach(), before):
-                raise Diagnosis(f"weights were not changed (still PyTorch's default init) for {name}: "
-                                "use nn.init.orthogonal_(layer.weight, std)")
-            gram = _orthogonality(layer)
-            k = gram.shape[0]
-            eye = torch.eye(k, dtype=gram.dtype)
-            scale = float(gram.diagonal().mean())
-            off = float((gram - torch.diag(gram.diagonal())).abs().max()) / max(scale, 1e-12)
-            if k > 1 and off > 1e-3:
-                raise Diagnosis(f"weights are not orthogonal (looks like a Gaussian/default init): for {name} the "
-                                f"largest off-diagonal entry of W W^T is {off:.2f} x the diagonal; use "
-                                "nn.init.orthogonal_(layer.weight, std)")
-            if not torch.allclose(gram, std ** 2 * eye, rtol=1e-3, atol=1e-4 * std ** 2):
-                if abs(std - 1.0) > 1e-6 and torch.allclose(gram, eye, rtol=1e-3, atol=1e-4):
-                    raise Diagnosis(f"gain ignored: layer_init({name}, {args}) gave W W^T = I, expected "
-                                    f"std^2 I = {std ** 2:g} I; pass std as the gain: nn.init.orthogonal_(w, std)")
-                if torch.allclose(gram, std ** 4 * eye, rtol=1e-3, atol=1e-4 * std ** 4):
-                    raise Diagnosis(f"gain applied twice (or squared): layer_init({name}, {args}) gave W W^T = "
-                                    f"{std ** 4:g} I, expected {std ** 2:g} I")
-                raise Diagnosis(f"wrong scale: layer_init({name}, {args}) gave rows of norm {math.sqrt(scale):.4g}, "
-                                f"expected std = {std:g}")
-            bias = layer.bias.detach()
-            if not torch.all(bias == bias_const):
-                if torch.equal(bias, bias_before):
-                    raise Diagnosis(f"bias not set: layer_init({name}, {args}) left PyTorch's default bias; "
-                                    "use nn.init.constant_(layer.bias, bias_const)")
-                if torch.all(bias == 0) and bias_const != 0:
-                    raise Diagnosis(f"bias_const ignored: layer_init({name}, {args}) set the bias to 0, expected "
-                                    f"{bias_const:g}")
-                raise Diagnosis(f"layer_init({name}, {args}): every bias entry should be {bias_const:g}, got "
-                                f"{_fmt(bias[:4])}...")
-        # default arguments: std = sqrt(2), bias 0
-        torch.manual_seed(0)
-        layer = nn.Linear(16, 16)
-        nn.init.constant_(layer.bias, 0.3)
-        if layer_init(layer) is None:
-            raise Diagnosis("layer_init returned None: return the layer, so that it can wrap a constructor "
-                            "(layer_init(nn.Linear(64, 4), std=0.01))")
-        gram = _orthogonality(layer)
-        if not torch.allclose(gram, 2.0 * torch.eye(16, dtype=gram.dtype), atol=1e-4):
-            if torch.allclose(gram, torch.eye(16, dtype=gram.dtype), atol=1e-4):
-                raise Diagnosis("the default std should be sqrt(2) (W W^T = 2 I), but layer_init(layer) gave "
-                                "W W^T = I: check the default argument std=math.sqrt(2)")
-        if not torch.all(layer.bias == 0):
-            raise Diagnosis("bias not set: with the default bias_const=0.0 every bias should be 0 "
-                            f"(got {_fmt(layer.bias[:4])}...)")
-
-        # a layer without a bias
-        layer = nn.Linear(8, 4, bias=False)
-        try:
-            layer_init(layer, std=1.0)
-        except (AttributeError, TypeError, ValueError) as exc:
-            raise Diagnosis(f"layer_init fails on a layer without a bias (nn.Linear(8, 4, bias=False)): "
-                            f"{type(exc).__name__}: {exc}; set the bias only if layer.bias is not None")
-        ref = _reference_layer_init(nn.Linear(8, 4, bias=False), std=1.0)
-        if not torch.allclose(_orthogonality(layer), _orthogonality(ref), atol=1e-4):
-            raise Diagnosis("nn.Linear(8, 4, bias=False): weights not orthogonal with gain 1")
+        for name, make, kwargs in _layer_init_cases():
+            _check_layer_init_case(layer_init, name, make, kwargs)
+        _check_layer_init_defaults(layer_init)
+        _check_layer_init_without_bias(layer_init)
         return ("orthogonal weights with gain std (W W^T = std^2 I) for wide, tall and square Linear layers and a "
                 "Conv2d; constant bias; default std sqrt(2); returns the layer; works without a bias")
 
@@ -407,6 +456,128 @@ def _scores(agent, obs: torch.Tensor, n_actions: int) -> torch.Tensor:
     return torch.stack(columns, dim=-1)
 
 
+_BROADCAST = ("; a (batch, 1) value minus (batch,) returns broadcasts to a (batch, batch) matrix in the value "
+              "loss, silently comparing every value with every return")
+
+
+def _actor_critic_outputs(agent, obs: torch.Tensor, n_actions: int):
+    """get_value and a sampling get_action_and_value: (batch,) tensors (batch 1 too), int64 actions in
+    range, the same value from both; returns the sampled (action, logprob, entropy)."""
+    batch = obs.shape[0]
+    value = expect_tensor(agent.get_value(obs), "get_value's output")
+    _batch_shape(value, "get_value(x)", batch, _BROADCAST)
+    _batch_shape(expect_tensor(agent.get_value(obs[:1]), "get_value's output"), "get_value(x) for a batch "
+                 "of one", 1, _BROADCAST)
+    torch.manual_seed(1)
+    out = agent.get_action_and_value(obs)
+    if not isinstance(out, (tuple, list)) or len(out) != 4:
+        raise Diagnosis("get_action_and_value should return (action, logprob, entropy, value)")
+    action, logprob, entropy, value2 = (expect_tensor(x, n) for x, n in
+                                        zip(out, ("action", "logprob", "entropy", "value")))
+    for name, t in (("action", action), ("logprob", logprob), ("entropy", entropy)):
+        _batch_shape(t, f"get_action_and_value: {name}", batch)
+    _batch_shape(value2, "get_action_and_value: value", batch, _BROADCAST)
+    for name, t in zip(("action", "logprob", "entropy", "value"), agent.get_action_and_value(obs[:1])):
+        _batch_shape(t, f"get_action_and_value: {name} (batch of one)", 1)
+    if action.dtype != torch.int64:
+        raise Diagnosis(f"action should be int64 indices, got {action.dtype}")
+    if action.min() < 0 or action.max() >= n_actions:
+        raise Diagnosis(f"actions must be in 0..{n_actions - 1}")
+    if not close(value2, value, atol=1e-5):
+        raise Diagnosis("the value from get_action_and_value differs from get_value on the same observations")
+    return action, logprob, entropy
+
+
+def _actor_critic_scoring(agent, obs, action, logprob, entropy, n_actions: int) -> torch.Tensor:
+    """Scoring given actions (the update phase): the given action and its log-prob, normalised and
+    consistent with sampling, and the entropy that goes with them. Returns log pi(a | obs) for every a."""
+    batch = obs.shape[0]
+    given = (action + 1) % n_actions
+    scored = agent.get_action_and_value(obs, given)
+    if not torch.equal(scored[0].long(), given):
+        raise Diagnosis("when an action is given (the update phase) return that action and its log-prob; "
+                        "you sampled a new one (use `if action is None: action = dist.sample()`)")
+    torch.manual_seed(2)
+    if not close(agent.get_action_and_value(obs, given)[1], scored[1], atol=1e-6):
+        raise Diagnosis("when an action is given, the log-prob returned is not that action's (it changes from "
+                        "call to call): score the given action with dist.log_prob(action), not a sampled one")
+    table = _scores(agent, obs, n_actions)
+    if not close(table.exp().sum(-1), torch.ones(batch), atol=1e-4):
+        raise Diagnosis("log-probs are not normalised: sum_a exp(logprob(a)) should be 1; build the "
+                        "distribution from logits (Categorical(logits=...)) or use log_softmax")
+    if not close(logprob, table.gather(-1, action.unsqueeze(-1)).squeeze(-1), atol=1e-5):
+        raise Diagnosis("the log-prob returned with a sampled action is not the log-prob of that action "
+                        "(scoring the same action again gives a different number)")
+    expected_entropy = -(table.exp() * table).sum(-1)
+    if not close(entropy, expected_entropy, atol=1e-4):
+        if close(entropy, -expected_entropy, atol=1e-4):
+            raise Diagnosis("entropy has the wrong sign: H = -sum_a pi(a) log pi(a) >= 0")
+        raise Diagnosis(f"entropy does not match the policy: expected {float(expected_entropy[0]):.4f}, "
+                        f"got {float(entropy[0]):.4f}")
+    return table
+
+
+def _actor_critic_init(agent, table, n_actions: int, hidden: int) -> tuple[str, str]:
+    """Initialisation: one policy head (gain 0.01, near-uniform policy), one value head (gain 1), hidden
+    layers orthogonal with gain sqrt(2). Returns the names of the policy and value heads."""
+    linears = _linear_layers(agent)
+    policy_heads = [(n, m) for n, m in linears if m.out_features == n_actions]
+    value_heads = [(n, m) for n, m in linears if m.out_features == 1]
+    if len(value_heads) != 1 or len(policy_heads) != 1:
+        raise Diagnosis(f"expected one nn.Linear policy head with {n_actions} outputs and one value head with "
+                        f"1 output, found {len(policy_heads)} and {len(value_heads)}")
+    (pname, phead), (vname, vhead) = policy_heads[0], value_heads[0]
+    spread = float((table.max(-1).values - table.min(-1).values).max().detach())
+    pnorm = float(phead.weight.detach().norm(dim=1).mean())
+    if spread > 0.1 or abs(pnorm - POLICY_GAIN) > 1e-3:
+        raise Diagnosis(f"the initial policy is not near-uniform: policy head '{pname}' has rows of norm "
+                        f"{pnorm:.3g} (expected gain 0.01: layer_init(nn.Linear({hidden}, {n_actions}), "
+                        f"std=0.01)); log-probs differ by up to {spread:.2f} across actions")
+    vnorm = float(vhead.weight.detach().norm())
+    if abs(vnorm - VALUE_GAIN) > 1e-3:
+        raise Diagnosis(f"value head gain: '{vname}' has weight norm {vnorm:.3g}, expected 1.0 "
+                        f"(layer_init(nn.Linear({hidden}, 1), std=1.0))")
+    for name, m in linears:
+        if m.out_features == hidden and not torch.allclose(
+                _orthogonality(m), HIDDEN_GAIN ** 2 * torch.eye(_orthogonality(m).shape[0], dtype=torch.float64),
+                atol=1e-3):
+            raise Diagnosis(f"hidden layer '{name}' is not orthogonally initialised with gain sqrt(2): "
+                            "wrap it in layer_init(...)")
+    return pname, vname
+
+
+def _actor_critic_gradients(agent, obs, action, pname: str, vname: str) -> None:
+    """Gradients reach both heads, through separate trunks, and every parameter."""
+    params = dict(agent.named_parameters())
+
+    def reached_by(output_fn, head: str, message: str) -> set[str]:
+        """Names of the parameters the gradient of output_fn() reaches; it must include the head."""
+        agent.zero_grad()
+        out = output_fn()
+        if not out.requires_grad:
+            raise Diagnosis(message)
+        out.sum().backward()
+        reached = {n for n, p in params.items() if p.grad is not None and torch.any(p.grad != 0)}
+        if f"{head}.weight" not in reached:
+            raise Diagnosis(message)
+        return reached
+
+    actor_params = reached_by(lambda: agent.get_action_and_value(obs, action)[1], pname,
+                              "no gradient reaches the policy head from the log-probs (detached logits "
+                              "or torch.no_grad()?)")
+    critic_params = reached_by(lambda: agent.get_value(obs), vname,
+                               "no gradient reaches the value head from get_value (detached, or computed "
+                               "under torch.no_grad()?)")
+    shared = sorted(actor_params & critic_params)
+    if shared:
+        raise Diagnosis(f"actor and critic share parameters ({shared[0]}, ...): the exercise asks for two "
+                        "separate MLPs, so that the value loss cannot disturb the policy's features")
+    unused = sorted(set(params) - actor_params - critic_params)
+    if unused:
+        raise Diagnosis(f"parameter '{unused[0]}' gets no gradient from either head: a layer created but "
+                        "not used")
+
+
 def check_actor_critic(ActorCritic, quiet: bool = False):
     """Check an actor-critic class ``ActorCritic(obs_dim, n_actions, hidden_size=64)``.
 
@@ -423,117 +594,17 @@ def check_actor_critic(ActorCritic, quiet: bool = False):
         The :class:`~ppo_course.checks.CheckResult` (printed unless ``quiet``).
     """
 
-    broadcast = ("; a (batch, 1) value minus (batch,) returns broadcasts to a (batch, batch) matrix in the value "
-                 "loss, silently comparing every value with every return")
-
     def body():
         for obs_dim, n_actions, hidden in [(8, 4, 64), (3, 2, 16)]:
             torch.manual_seed(0)
             agent = ActorCritic(obs_dim, n_actions, hidden_size=hidden)
             if not isinstance(agent, nn.Module):
                 raise Diagnosis("ActorCritic must subclass nn.Module and call super().__init__() first")
-            batch = 64
-            obs = _observations(batch, obs_dim, seed=1)
-            value = _expect_tensor(agent.get_value(obs), "get_value's output")
-            _batch_shape(value, "get_value(x)", batch, broadcast)
-            _batch_shape(_expect_tensor(agent.get_value(obs[:1]), "get_value's output"), "get_value(x) for a batch "
-                         "of one", 1, broadcast)
-            torch.manual_seed(1)
-            out = agent.get_action_and_value(obs)
-            if not isinstance(out, (tuple, list)) or len(out) != 4:
-                raise Diagnosis("get_action_and_value should return (action, logprob, entropy, value)")
-            action, logprob, entropy, value2 = (_expect_tensor(x, n) for x, n in
-                                                zip(out, ("action", "logprob", "entropy", "value")))
-            for name, t in (("action", action), ("logprob", logprob), ("entropy", entropy)):
-                _batch_shape(t, f"get_action_and_value: {name}", batch)
-            _batch_shape(value2, "get_action_and_value: value", batch, broadcast)
-            for name, t in zip(("action", "logprob", "entropy", "value"), agent.get_action_and_value(obs[:1])):
-                _batch_shape(t, f"get_action_and_value: {name} (batch of one)", 1)
-            if action.dtype != torch.int64:
-                raise Diagnosis(f"action should be int64 indices, got {action.dtype}")
-            if action.min() < 0 or action.max() >= n_actions:
-                raise Diagnosis(f"actions must be in 0..{n_actions - 1}")
-            if not _close(value2, value, atol=1e-5):
-                raise Diagnosis("the value from get_action_and_value differs from get_value on the same observations")
-
-            # scoring given actions (the update phase)
-            given = (action + 1) % n_actions
-            scored = agent.get_action_and_value(obs, given)
-            if not torch.equal(scored[0].long(), given):
-                raise Diagnosis("when an action is given (the update phase) return that action and its log-prob; "
-                                "you sampled a new one (use `if action is None: action = dist.sample()`)")
-            torch.manual_seed(2)
-            if not _close(agent.get_action_and_value(obs, given)[1], scored[1], atol=1e-6):
-                raise Diagnosis("when an action is given, the log-prob returned is not that action's (it changes from "
-                                "call to call): score the given action with dist.log_prob(action), not a sampled one")
-            table = _scores(agent, obs, n_actions)
-            if not _close(table.exp().sum(-1), torch.ones(batch), atol=1e-4):
-                raise Diagnosis("log-probs are not normalised: sum_a exp(logprob(a)) should be 1; build the "
-                                "distribution from logits (Categorical(logits=...)) or use log_softmax")
-            if not _close(logprob, table.gather(-1, action.unsqueeze(-1)).squeeze(-1), atol=1e-5):
-                raise Diagnosis("the log-prob returned with a sampled action is not the log-prob of that action "
-                                "(scoring the same action again gives a different number)")
-            expected_entropy = -(table.exp() * table).sum(-1)
-            if not _close(entropy, expected_entropy, atol=1e-4):
-                if _close(entropy, -expected_entropy, atol=1e-4):
-                    raise Diagnosis("entropy has the wrong sign: H = -sum_a pi(a) log pi(a) >= 0")
-                raise Diagnosis(f"entropy does not match the policy: expected {float(expected_entropy[0]):.4f}, "
-                                f"got {float(entropy[0]):.4f}")
-
-            # initialisation: heads and the initial policy
-            linears = _linear_layers(agent)
-            policy_heads = [(n, m) for n, m in linears if m.out_features == n_actions]
-            value_heads = [(n, m) for n, m in linears if m.out_features == 1]
-            if len(value_heads) != 1 or len(policy_heads) != 1:
-                raise Diagnosis(f"expected one nn.Linear policy head with {n_actions} outputs and one value head with "
-                                f"1 output, found {len(policy_heads)} and {len(value_heads)}")
-            (pname, phead), (vname, vhead) = policy_heads[0], value_heads[0]
-            spread = float((table.max(-1).values - table.min(-1).values).max().detach())
-            pnorm = float(phead.weight.detach().norm(dim=1).mean())
-            if spread > 0.1 or abs(pnorm - POLICY_GAIN) > 1e-3:
-                raise Diagnosis(f"the initial policy is not near-uniform: policy head '{pname}' has rows of norm "
-                                f"{pnorm:.3g} (expected gain 0.01: layer_init(nn.Linear({hidden}, {n_actions}), "
-                                f"std=0.01)); log-probs differ by up to {spread:.2f} across actions")
-            vnorm = float(vhead.weight.detach().norm())
-            if abs(vnorm - VALUE_GAIN) > 1e-3:
-                raise Diagnosis(f"value head gain: '{vname}' has weight norm {vnorm:.3g}, expected 1.0 "
-                                f"(layer_init(nn.Linear({hidden}, 1), std=1.0))")
-            for name, m in linears:
-                if m.out_features == hidden and not torch.allclose(
-                        _orthogonality(m), HIDDEN_GAIN ** 2 * torch.eye(_orthogonality(m).shape[0], dtype=torch.float64),
-                        atol=1e-3):
-                    raise Diagnosis(f"hidden layer '{name}' is not orthogonally initialised with gain sqrt(2): "
-                                    "wrap it in layer_init(...)")
-
-            # gradients: both heads, separate trunks
-            params = dict(agent.named_parameters())
-
-            def reached_by(output_fn, head: str, message: str) -> set[str]:
-                """Names of the parameters the gradient of output_fn() reaches; it must include the head."""
-                agent.zero_grad()
-                out = output_fn()
-                if not out.requires_grad:
-                    raise Diagnosis(message)
-                out.sum().backward()
-                reached = {n for n, p in params.items() if p.grad is not None and torch.any(p.grad != 0)}
-                if f"{head}.weight" not in reached:
-                    raise Diagnosis(message)
-                return reached
-
-            actor_params = reached_by(lambda: agent.get_action_and_value(obs, action)[1], pname,
-                                      "no gradient reaches the policy head from the log-probs (detached logits "
-                                      "or torch.no_grad()?)")
-            critic_params = reached_by(lambda: agent.get_value(obs), vname,
-                                       "no gradient reaches the value head from get_value (detached, or computed "
-                                       "under torch.no_grad()?)")
-            shared = sorted(actor_params & critic_params)
-            if shared:
-                raise Diagnosis(f"actor and critic share parameters ({shared[0]}, ...): the exercise asks for two "
-                                "separate MLPs, so that the value loss cannot disturb the policy's features")
-            unused = sorted(set(params) - actor_params - critic_params)
-            if unused:
-                raise Diagnosis(f"parameter '{unused[0]}' gets no gradient from either head: a layer created but "
-                                "not used")
+            obs = _observations(64, obs_dim, seed=1)
+            action, logprob, entropy = _actor_critic_outputs(agent, obs, n_actions)
+            table = _actor_critic_scoring(agent, obs, action, logprob, entropy, n_actions)
+            pname, vname = _actor_critic_init(agent, table, n_actions, hidden)
+            _actor_critic_gradients(agent, obs, action, pname, vname)
         return ("value (batch,) incl. batch 1; given actions scored not resampled; log-probs normalised and "
                 "consistent; entropy; near-uniform initial policy (gain 0.01), value head gain 1, hidden sqrt(2); "
                 "gradients reach both heads through separate trunks")
