@@ -8,6 +8,11 @@ A checkpoint is one ``torch.save`` dict::
 
 It is written to a temporary file in the same folder and moved into place with
 ``os.replace``, so a crash mid-write never leaves a half-written ``latest.pt``.
+
+A run directory is guarded (:func:`open_run_dir`): a new run refuses a folder that already holds
+one unless asked to continue it (resume) or to start over (the old run is moved aside, never
+deleted); a lock held for the run's lifetime stops a second process on the same folder; and
+temporary files left by a process that died mid-write are removed when the next run starts.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +34,104 @@ BEST = "best.pt"
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable, or does not fit what it is loaded into."""
+
+
+class RunDirError(CheckpointError):
+    """A run directory cannot be used: it holds another run, another process is training in it, or it
+    is not a folder."""
+
+
+#: Files whose presence means a folder holds a run.
+RUN_FILES = ("metrics.csv", LATEST, BEST)
+LOCK_FILE = ".lock"
+
+
+class RunLock:
+    """An exclusive lock on a run directory, held until :meth:`release` (or the process's death).
+
+    It is ``fcntl.flock`` on ``run_dir/.lock``, which the operating system releases when the holder
+    exits, however it exits (SIGKILL included), so a dead run never leaves a stale lock. The file
+    holds the holder's PID, for the message a second process gets. Where ``fcntl`` does not exist
+    (Windows) no lock is taken.
+
+    Raises:
+        RunDirError: another process holds the lock (the message names its PID).
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK_FILE
+        self._file = None
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return
+        f = open(self.path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            f.close()
+            raise RunDirError(f"{run_dir} is in use by another training process (PID {holder}); "
+                              "wait for it to finish or choose another --logdir") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        self._file = f
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing releases the flock
+            self._file = None
+
+
+def holds_run(run_dir: str | os.PathLike) -> bool:
+    """True when ``run_dir`` has a metrics file or a checkpoint of an earlier run."""
+    return any((Path(run_dir) / name).exists() for name in RUN_FILES)
+
+
+def open_run_dir(run_dir: str | os.PathLike, resume: bool = False, restart: bool = False) -> RunLock:
+    """Make ``run_dir`` ready for a run and lock it; returns the lock (release it when the run ends).
+
+    * A folder that already holds a run (:func:`holds_run`) is refused unless ``resume`` (continue it)
+      or ``restart`` (start over: the old run is moved to ``<run_dir>.old-<date-time>`` beside it,
+      nothing is deleted).
+    * Temporary files of an atomic write that never finished (``*.tmp``, left by a killed process)
+      are removed once the lock is held, so no live writer can own them.
+
+    Raises:
+        RunDirError: ``run_dir`` is a file, holds a run and neither flag is given, or is locked by
+            another process.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"{run_dir} is a file, not a run directory")
+    if resume and restart:
+        raise RunDirError("--resume continues a run and --restart starts it over: choose one")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(run_dir)
+    try:
+        if holds_run(run_dir) and not resume:
+            if not restart:
+                raise RunDirError(f"{run_dir} already holds a run; continue it with --resume, or start over "
+                                  "with --restart (the old run is kept beside it)")
+            aside = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+            for n in range(1, 1000):
+                if not aside.exists():
+                    break
+                aside = aside.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}-{n}")
+            run_dir.rename(aside)  # the lock (on the folder's .lock file) moves with it: hold it until the new one
+            run_dir.mkdir()
+            old_lock, lock = lock, RunLock(run_dir)
+            old_lock.release()
+            print(f"ppo-course: the previous run in {run_dir} was moved to {aside}")
+        for stale in run_dir.glob("*.tmp"):
+            stale.unlink(missing_ok=True)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:

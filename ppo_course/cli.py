@@ -79,20 +79,25 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ppo-course", description="A small, readable PPO: train, evaluate, play.")
+    # allow_abbrev=False: a misspelt --learning-rat must be an error, not silently --learning-rate.
+    parser = argparse.ArgumentParser(prog="ppo-course", description="A small, readable PPO: train, evaluate, play.",
+                                     allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = sub.add_parser("train", help="train an agent")
+    train = sub.add_parser("train", help="train an agent", allow_abbrev=False)
     train.add_argument("--preset", action="append", dest="presets", metavar="NAME",
                        help=f"preset to apply, repeatable, in order; one of {', '.join(PRESETS)} "
                             "(default: defaults)")
     train.add_argument("--logdir", required=True, help="run directory: metrics.csv, TensorBoard events, checkpoints")
     train.add_argument("--resume", action="store_true", help="continue the run in --logdir from its latest.pt")
+    train.add_argument("--restart", action="store_true",
+                       help="--logdir holds a run: move it aside (LOGDIR.old-DATE-TIME) and start over")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _add_config_options(train)
 
     for name, helptext in (("eval", "evaluate a trained agent"), ("play", "watch or record a trained agent")):
-        p = sub.add_parser(name, help=helptext, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p = sub.add_parser(name, help=helptext, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                           allow_abbrev=False)
         p.add_argument("--logdir", required=True, help="run directory written by train")
         p.add_argument("--checkpoint", default="best.pt", help="best.pt, latest.pt, or a path to a .pt file")
         p.add_argument("--episodes", type=int, default=100 if name == "eval" else 5, help="episodes to run")
@@ -130,7 +135,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = saved.replace(**overrides)
     else:
         config = PPOConfig.from_presets(args.presets or ["defaults"], **overrides)
-    result = train(config, logdir, resume=args.resume, progress=not args.no_progress)
+    result = train(config, logdir, resume=args.resume, progress=not args.no_progress, restart=args.restart)
     best = f"{result.best_return:.1f}" if result.best_return is not None else "n/a"
     print(f"trained {result.global_step} steps; best evaluation return {best}; "
           f"last evaluation: {result.last_eval}; checkpoints in {logdir}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import tempfile
 from pathlib import Path
 from typing import Mapping
 
@@ -71,14 +72,28 @@ class MetricsLogger:
             self._writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=resume_step)
 
     def _rewrite(self, rows: list[dict[str, str]]) -> None:
-        """(Re)write the whole file with the current columns: at the start, and when a new column appears."""
+        """(Re)write the whole file with the current columns: at the start, and when a new column appears.
+
+        Atomically: the rows go to a temporary file in the same folder, which then replaces the old file
+        (``os.replace``), so a kill mid-rewrite leaves the old file whole; rows are appended from then on.
+        """
         if getattr(self, "_file", None) is not None:
             self._file.close()
-        self._file = open(self.path, "w", newline="")
+        fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=self.run_dir)
+        try:
+            with os.fdopen(fd, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self.fieldnames, restval="")
+                writer.writeheader()
+                writer.writerows(rows)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file ordinary permissions
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self._file = open(self.path, "a", newline="")
         self._csv = csv.DictWriter(self._file, fieldnames=self.fieldnames, restval="")
-        self._csv.writeheader()
-        self._csv.writerows(rows)
-        self._file.flush()
 
     def log(self, metrics: Mapping[str, float]) -> None:
         """Write one row; ``metrics`` must contain ``global_step``. Missing columns stay blank; a metric seen

@@ -43,7 +43,8 @@ from torch import nn
 
 from .advantages import compute_gae
 from .buffer import RolloutBuffer
-from .checkpoint import BEST, LATEST, CheckpointError, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from .checkpoint import (BEST, LATEST, CheckpointError, RunLock, load_checkpoint, open_run_dir, restore_rng_state,
+                         rng_state, save_checkpoint)
 from .config import ConfigError, PPOConfig
 from .envs import make_vector_env
 from .evaluate import EvalResult, evaluate
@@ -255,6 +256,7 @@ class _Run:
     collector: RolloutCollector | PipelinedCollector
     minibatch_rng: np.random.Generator
     logger: MetricsLogger | None
+    lock: RunLock | None = None  #: held on the run directory for the run's lifetime
     global_step: int = 0
     update: int = 0
     best_return: float | None = None
@@ -270,10 +272,13 @@ class _Run:
         self.collector.close()
         if self.logger:
             self.logger.close()
+        if self.lock:
+            self.lock.release()
 
 
 def train(config: PPOConfig, run_dir: str | Path | None = None, resume: bool = False, tensorboard: bool = True,
-          progress: bool = True, callback: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
+          progress: bool = True, callback: Callable[[dict[str, float]], None] | None = None,
+          restart: bool = False) -> TrainResult:
     """Train a PPO agent on ``config.env_id``.
 
     Each update: collect ``num_steps`` x ``num_envs`` transitions, bootstrap V at the cut,
@@ -287,6 +292,8 @@ def train(config: PPOConfig, run_dir: str | Path | None = None, resume: bool = F
             trains in memory only (no files).
         resume: continue from ``run_dir/latest.pt`` (model, optimiser, step count, RNG
             states); ``config.total_timesteps`` may be raised to train longer.
+        restart: ``run_dir`` may hold an earlier run: move it aside (``<run_dir>.old-<date-time>``)
+            and start over. Without ``resume`` or ``restart`` a folder that holds a run is refused.
         tensorboard: also write TensorBoard event files.
         progress: show a tqdm progress bar.
         callback: called with each update's metrics row (the live dashboard uses it).
@@ -297,10 +304,20 @@ def train(config: PPOConfig, run_dir: str | Path | None = None, resume: bool = F
     Raises:
         TrainingDiverged: a non-finite loss; the last good checkpoint is left untouched.
         CheckpointError: ``resume`` without a usable ``latest.pt`` for this environment.
+        RunDirError: ``run_dir`` holds a run (and neither ``resume`` nor ``restart``), is a file,
+            or another process is training in it.
         EnvironmentIdError: ``config.env_id`` is not registered.
     """
     config.validate()
-    run = _set_up(config, Path(run_dir) if run_dir is not None else None, resume, tensorboard)
+    run_dir = Path(run_dir) if run_dir is not None else None
+    lock = open_run_dir(run_dir, resume, restart) if run_dir is not None else None
+    try:
+        run = _set_up(config, run_dir, resume, tensorboard)
+    except BaseException:
+        if lock:
+            lock.release()
+        raise
+    run.lock = lock
     bar = _progress_bar(run, progress)
     phase = "start"  # "rollout" | "update" | "bookkeeping": what an interruption would cut short
     try:

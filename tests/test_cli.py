@@ -120,3 +120,63 @@ def test_sigterm_stops_a_run_like_ctrl_c_and_keeps_its_checkpoint(tmp_path):
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert load_checkpoint(tmp_path / "latest.pt")["global_step"] > 0
+
+
+# -- guarded run directories --------------------------------------------------------------------------
+def _debug_train(logdir, *flags):
+    return run("train", "--env", "CartPole-v1", "--preset", "debug", "--seed", "0", "--logdir", logdir,
+               "--eval-episodes", "1", "--no-progress", *flags)
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and p.name != ".lock"}
+
+
+def test_train_refuses_a_folder_that_holds_a_run_and_touches_nothing(tmp_path):
+    assert _debug_train(tmp_path).returncode == 0
+    before = _snapshot(tmp_path)
+    one_error_line(_debug_train(tmp_path), "already holds a run", "--resume", "--restart")
+    assert _snapshot(tmp_path) == before
+
+
+def test_restart_keeps_the_old_run_aside(tmp_path):
+    logdir = tmp_path / "run"
+    assert _debug_train(logdir).returncode == 0
+    before = _snapshot(logdir)
+    proc = _debug_train(logdir, "--restart")
+    assert proc.returncode == 0, proc.stderr
+    aside = list(tmp_path.glob("run.old-*"))
+    assert len(aside) == 1 and _snapshot(aside[0]) == before, "the old run must be kept whole"
+    assert (logdir / "best.pt").is_file() and "moved to" in proc.stdout
+    one_error_line(_debug_train(logdir, "--restart", "--resume"), "choose one")
+
+
+def test_a_second_process_on_a_locked_run_stops_with_the_holders_pid(tmp_path):
+    import os
+
+    from ppo_course.checkpoint import RunLock
+
+    lock = RunLock(tmp_path)  # this test process plays the run that is still training
+    try:
+        one_error_line(_debug_train(tmp_path), "in use by another training process", f"PID {os.getpid()}")
+    finally:
+        lock.release()
+    assert _debug_train(tmp_path).returncode == 0  # released: the folder is usable again
+
+
+def test_stale_temporary_files_are_removed_at_the_next_start(tmp_path):
+    assert _debug_train(tmp_path).returncode == 0
+    stale = tmp_path / "latest.pt.k2j4x9.tmp"  # what a kill during a checkpoint write leaves
+    stale.write_bytes(b"half a checkpoint")
+    proc = _debug_train(tmp_path, "--resume", "--total-timesteps", "4096")
+    assert proc.returncode == 0, proc.stderr
+    assert not stale.exists()
+
+
+def test_logdir_that_is_a_file_and_misspelt_options_are_one_line_errors(tmp_path):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a run")
+    one_error_line(_debug_train(a_file), "is a file")
+    misspelt = run("train", "--env", "CartPole-v1", "--learning-rat", "5e-4", "--logdir", tmp_path / "x")
+    assert misspelt.returncode == 2 and "unrecognized arguments: --learning-rat" in misspelt.stderr
+    assert not (tmp_path / "x").exists()

@@ -218,3 +218,25 @@ def test_metrics_csv_grows_a_column_for_a_metric_that_appears_later(tmp_path):
     with MetricsLogger(tmp_path, tensorboard=False, resume_step=2) as logger:  # resuming keeps the extra column
         logger.log({"global_step": 3, "train/entropy": 0.8})
     assert read_metrics(tmp_path)["rollout/kills"][1:] == [3.0, pytest.approx(float("nan"), nan_ok=True)]
+
+
+def test_a_failed_metrics_rewrite_leaves_the_old_file_whole(tmp_path, monkeypatch):
+    """MetricsLogger rewrites metrics.csv through a temporary file: a crash mid-rewrite keeps the old rows."""
+    import csv
+
+    from ppo_course.logging import MetricsLogger, read_metrics
+
+    with MetricsLogger(tmp_path, tensorboard=False) as logger:
+        for step in (64, 128):
+            logger.log({"global_step": step, "train/value_loss": 1.0})
+    before = (tmp_path / "metrics.csv").read_bytes()
+
+    def crash(self, rows):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(csv.DictWriter, "writerows", crash)
+    with pytest.raises(OSError):
+        MetricsLogger(tmp_path, tensorboard=False, resume_step=128)  # a resume rewrites the file
+    assert (tmp_path / "metrics.csv").read_bytes() == before
+    assert read_metrics(tmp_path)["global_step"] == [64.0, 128.0]
+    assert not list(tmp_path.glob("*.tmp"))
