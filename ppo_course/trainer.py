@@ -310,12 +310,16 @@ def train(config: PPOConfig, run_dir: str | Path | None = None, resume: bool = F
     """
     config.validate()
     run_dir = Path(run_dir) if run_dir is not None else None
+    new_dir = run_dir is not None and not run_dir.exists()
     lock = open_run_dir(run_dir, resume, restart) if run_dir is not None else None
     try:
         run = _set_up(config, run_dir, resume, tensorboard)
-    except BaseException:
+    except BaseException:  # e.g. an unknown environment id: leave nothing behind
         if lock:
             lock.release()
+            lock.path.unlink(missing_ok=True)
+            if new_dir and not any(run_dir.iterdir()):
+                run_dir.rmdir()
         raise
     run.lock = lock
     bar = _progress_bar(run, progress)

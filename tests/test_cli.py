@@ -65,8 +65,10 @@ def test_help_lists_every_field_with_its_description():
         assert flag in proc.stdout and words in proc.stdout
 
 
-def test_unknown_env_id():
-    one_error_line(run("train", "--env", "LunarLandr-v3", "--logdir", "x"), "unknown environment id 'LunarLandr-v3'")
+def test_unknown_env_id(tmp_path):
+    one_error_line(run("train", "--env", "LunarLandr-v3", "--logdir", tmp_path / "x"),
+                   "unknown environment id 'LunarLandr-v3'")
+    assert not (tmp_path / "x").exists()  # nothing written
 
 
 def test_unknown_preset_and_bad_value(tmp_path):
