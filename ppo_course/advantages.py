@@ -33,8 +33,8 @@ def compute_gae(
 
     For each step t (``s'`` is the state the transition led to)::
 
-        delta_t = r_t + gamma * V(s') * (1 - terminated_t) - V(s_t)
-        A_t     = delta_t + gamma * lambda * (1 - done_t) * A_{t+1},   done_t = terminated_t or truncated_t
+        delta_t = r_t + gamma * V(s') * (1 - terminations[t]) - V(s_t)
+        A_t     = delta_t + gamma * lambda * (1 - max(terminations[t], truncations[t])) * A_{t+1}
         R_t     = A_t + V(s_t)      (the value target, "returns")
 
     where V(s') is
@@ -43,6 +43,9 @@ def compute_gae(
     * ``final_values[t]`` -- V of the episode's last observation -- when it was truncated,
     * ``next_value`` -- V of the observation after the rollout -- at the last step (the cut),
       unless that step also ended an episode.
+
+    Only a termination removes the bootstrap from delta_t; any episode end, terminated or
+    truncated, stops the recursion.
 
     Args:
         rewards: ``(T, N)`` rewards r_t.
@@ -78,13 +81,13 @@ def compute_gae(
     # or -- where the episode was truncated -- the value of its true final observation.
     following = torch.cat([values[1:], next_value.unsqueeze(0)], dim=0)
     next_values = torch.where(truncations.bool(), final_values, following)
-    dones = torch.clamp(terminations + truncations, max=1.0)
+    ended = torch.clamp(terminations + truncations, max=1.0)  # the episode ended at t, either way
 
     advantages = torch.zeros_like(values)
     last_gae = torch.zeros_like(next_value)
     for t in reversed(range(num_steps)):
         delta = rewards[t] + gamma * next_values[t] * (1.0 - terminations[t]) - values[t]
-        last_gae = delta + gamma * gae_lambda * (1.0 - dones[t]) * last_gae
+        last_gae = delta + gamma * gae_lambda * (1.0 - ended[t]) * last_gae
         advantages[t] = last_gae
     return advantages, advantages + values
 

@@ -3,7 +3,8 @@
 One source per fact: the solutions are written once, with the learner's part of each task
 marked nbgrader-style, and carry a one-line hint on the opening marker::
 
-    def compute_gae(rewards, values, dones, next_value, gamma, gae_lambda):
+    def compute_gae(rewards, values, terminations, truncations, next_value, final_values=None,
+                    gamma=0.99, gae_lambda=0.95):
         \"\"\"...the contract: arguments, shapes, what to return...\"\"\"
         ### BEGIN SOLUTION hint: walk backwards in time and reset the running advantage at episode ends
         ...reference code...

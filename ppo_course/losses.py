@@ -45,26 +45,36 @@ def clipped_surrogate(new_logprobs: torch.Tensor, old_logprobs: torch.Tensor,
     return -torch.min(unclipped, clipped).mean()
 
 
-def value_loss(new_values: torch.Tensor, returns: torch.Tensor, old_values: torch.Tensor | None = None,
+def value_loss(new_values: torch.Tensor, old_values: torch.Tensor | None, returns: torch.Tensor,
                clip_coef: float | None = None) -> torch.Tensor:
     """Critic loss 0.5 * mean((V(s) - R)^2), optionally clipped like the policy.
 
-    With ``old_values`` and ``clip_coef`` given (CleanRL's ``clip_vloss``; the PPO paper's
-    code base, baselines ppo2), the new value may move at most ``clip_coef`` from the
-    rollout's value before its error stops counting::
+    The arguments come in the order of :func:`clipped_surrogate` and :func:`ppo_loss`: new, old,
+    target. With ``clip_coef`` given, the new value may move at most ``clip_coef`` from the
+    rollout's value before its error stops counting (CleanRL's ``ppo.py`` with ``clip_vloss``;
+    the PPO paper's code base, baselines ``ppo2``, does the same)::
 
         V_clip = old_V + clip(V - old_V, -eps, eps)
         L      = 0.5 * mean( max( (V - R)^2, (V_clip - R)^2 ) )
 
     Args:
-        new_values: ``(batch,)`` V(s) from the network being updated.
-        returns: ``(batch,)`` value targets R_t = A_t + V_old(s_t) (no gradient).
-        old_values: ``(batch,)`` V(s) recorded during the rollout; omit for no clipping.
-        clip_coef: clipping range for the value; omit for no clipping.
+        new_values: ``(batch,)`` float32 V(s) from the network being updated (carries gradient).
+        old_values: ``(batch,)`` float32 V(s) recorded during the rollout (no gradient); unused,
+            and may be None, when ``clip_coef`` is None.
+        returns: ``(batch,)`` float32 value targets R_t = A_t + V_old(s_t) (no gradient).
+        clip_coef: clipping range for the value; None for the plain, unclipped loss.
+
+    Returns:
+        A 0-d float32 tensor.
+
+    Raises:
+        ValueError: ``clip_coef`` is given but ``old_values`` is None.
     """
     unclipped = (new_values - returns) ** 2
-    if old_values is None or clip_coef is None:
+    if clip_coef is None:
         return 0.5 * unclipped.mean()
+    if old_values is None:
+        raise ValueError("value clipping (clip_coef given) needs old_values, the values recorded in the rollout")
     clipped_values = old_values + torch.clamp(new_values - old_values, -clip_coef, clip_coef)
     clipped = (clipped_values - returns) ** 2
     return 0.5 * torch.max(unclipped, clipped).mean()
@@ -134,8 +144,7 @@ def ppo_loss(new_logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages:
     if norm_adv:
         advantages = normalize_advantages(advantages)
     pg_loss = clipped_surrogate(new_logprobs, old_logprobs, advantages, clip_coef)
-    v_loss = value_loss(new_values, returns, old_values if clip_vloss else None,
-                        clip_coef if clip_vloss else None)
+    v_loss = value_loss(new_values, old_values, returns, clip_coef if clip_vloss else None)
     ent = entropy_bonus(entropy)
     total = pg_loss - ent_coef * ent + vf_coef * v_loss
     with torch.no_grad():

@@ -7,31 +7,34 @@ from ppo_course.advantages import discounted_returns
 from ppo_course.checks import check_gae, check_gae_with_truncation
 
 from conftest import assert_caught
+from test_checks_gae import compute_gae_terminations_only
 
 
 # -- ex03 task 1: compute_gae -------------------------------------------------------------------
 def test_bug_gae_leaks_across_episode_boundaries():
-    def compute_gae(rewards, values, dones, next_value, gamma, gae_lambda):
+    def compute_gae(rewards, values, terminations, truncations, next_value, final_values=None, gamma=0.99,
+                    gae_lambda=0.95):
         advantages, last_gae = torch.zeros_like(values), torch.zeros_like(next_value)
         for t in reversed(range(len(rewards))):
             next_values = next_value if t == len(rewards) - 1 else values[t + 1]
-            delta = rewards[t] + gamma * next_values * (1 - dones[t]) - values[t]
-            last_gae = delta + gamma * gae_lambda * last_gae  # forgot (1 - dones[t])
+            delta = rewards[t] + gamma * next_values * (1 - terminations[t]) - values[t]
+            last_gae = delta + gamma * gae_lambda * last_gae  # forgot (1 - terminations[t])
             advantages[t] = last_gae
         return advantages, advantages + values
 
-    result = check_gae(compute_gae, quiet=True)
-    assert_caught(result, "advantages leak across episode boundaries: dones[3] = 1 but A[3] changes when r[4] changes")
+    assert_caught(check_gae(compute_gae, quiet=True),
+                  "advantages leak across episode boundaries: terminations[3] = 1 but A[3] changes when r[4] changes")
 
 
 def test_bug_gae_no_bootstrap_at_the_rollout_cut():
-    def compute_gae(rewards, values, dones, next_value, gamma, gae_lambda):
+    def compute_gae(rewards, values, terminations, truncations, next_value, final_values=None, gamma=0.99,
+                    gae_lambda=0.95):
         advantages, last_gae = torch.zeros_like(values), torch.zeros_like(next_value)
         for t in reversed(range(len(rewards))):
             next_values = torch.zeros_like(next_value) if t == len(rewards) - 1 else values[t + 1]
-            not_done = 1 - dones[t]
-            delta = rewards[t] + gamma * next_values * not_done - values[t]
-            last_gae = delta + gamma * gae_lambda * not_done * last_gae
+            not_terminated = 1 - terminations[t]
+            delta = rewards[t] + gamma * next_values * not_terminated - values[t]
+            last_gae = delta + gamma * gae_lambda * not_terminated * last_gae
             advantages[t] = last_gae
         return advantages, advantages + values
 
@@ -39,12 +42,13 @@ def test_bug_gae_no_bootstrap_at_the_rollout_cut():
 
 
 def test_bug_gae_bootstraps_through_terminal_step():
-    def compute_gae(rewards, values, dones, next_value, gamma, gae_lambda):
+    def compute_gae(rewards, values, terminations, truncations, next_value, final_values=None, gamma=0.99,
+                    gae_lambda=0.95):
         advantages, last_gae = torch.zeros_like(values), torch.zeros_like(next_value)
         for t in reversed(range(len(rewards))):
             next_values = next_value if t == len(rewards) - 1 else values[t + 1]
             delta = rewards[t] + gamma * next_values - values[t]  # V(s') counted after the episode ended
-            last_gae = delta + gamma * gae_lambda * (1 - dones[t]) * last_gae
+            last_gae = delta + gamma * gae_lambda * (1 - terminations[t]) * last_gae
             advantages[t] = last_gae
         return advantages, advantages + values
 
@@ -52,13 +56,14 @@ def test_bug_gae_bootstraps_through_terminal_step():
 
 
 def test_bug_gae_iterates_forwards():
-    def compute_gae(rewards, values, dones, next_value, gamma, gae_lambda):
+    def compute_gae(rewards, values, terminations, truncations, next_value, final_values=None, gamma=0.99,
+                    gae_lambda=0.95):
         advantages, last_gae = torch.zeros_like(values), torch.zeros_like(next_value)
         for t in range(len(rewards)):
             next_values = next_value if t == len(rewards) - 1 else values[t + 1]
-            not_done = 1 - dones[t]
-            delta = rewards[t] + gamma * next_values * not_done - values[t]
-            last_gae = delta + gamma * gae_lambda * not_done * last_gae
+            not_terminated = 1 - terminations[t]
+            delta = rewards[t] + gamma * next_values * not_terminated - values[t]
+            last_gae = delta + gamma * gae_lambda * not_terminated * last_gae
             advantages[t] = last_gae
         return advantages, advantages + values
 
@@ -66,13 +71,14 @@ def test_bug_gae_iterates_forwards():
 
 
 def test_bug_gae_lambda_missing():
-    def compute_gae(rewards, values, dones, next_value, gamma, gae_lambda):
+    def compute_gae(rewards, values, terminations, truncations, next_value, final_values=None, gamma=0.99,
+                    gae_lambda=0.95):
         advantages, last_gae = torch.zeros_like(values), torch.zeros_like(next_value)
         for t in reversed(range(len(rewards))):
             next_values = next_value if t == len(rewards) - 1 else values[t + 1]
-            not_done = 1 - dones[t]
-            delta = rewards[t] + gamma * next_values * not_done - values[t]
-            last_gae = delta + gamma * not_done * last_gae
+            not_terminated = 1 - terminations[t]
+            delta = rewards[t] + gamma * next_values * not_terminated - values[t]
+            last_gae = delta + gamma * not_terminated * last_gae
             advantages[t] = last_gae
         return advantages, advantages + values
 
@@ -80,13 +86,14 @@ def test_bug_gae_lambda_missing():
 
 
 def test_bug_gae_gamma_missing_from_recursion():
-    def compute_gae(rewards, values, dones, next_value, gamma, gae_lambda):
+    def compute_gae(rewards, values, terminations, truncations, next_value, final_values=None, gamma=0.99,
+                    gae_lambda=0.95):
         advantages, last_gae = torch.zeros_like(values), torch.zeros_like(next_value)
         for t in reversed(range(len(rewards))):
             next_values = next_value if t == len(rewards) - 1 else values[t + 1]
-            not_done = 1 - dones[t]
-            delta = rewards[t] + gamma * next_values * not_done - values[t]
-            last_gae = delta + gae_lambda * not_done * last_gae
+            not_terminated = 1 - terminations[t]
+            delta = rewards[t] + gamma * next_values * not_terminated - values[t]
+            last_gae = delta + gae_lambda * not_terminated * last_gae
             advantages[t] = last_gae
         return advantages, advantages + values
 
@@ -94,43 +101,46 @@ def test_bug_gae_gamma_missing_from_recursion():
 
 
 def test_bug_gae_td_error_without_gamma():
-    def compute_gae(rewards, values, dones, next_value, gamma, gae_lambda):
+    def compute_gae(rewards, values, terminations, truncations, next_value, final_values=None, gamma=0.99,
+                    gae_lambda=0.95):
         advantages, last_gae = torch.zeros_like(values), torch.zeros_like(next_value)
         for t in reversed(range(len(rewards))):
             next_values = next_value if t == len(rewards) - 1 else values[t + 1]
-            not_done = 1 - dones[t]
-            delta = rewards[t] + next_values * not_done - values[t]
-            last_gae = delta + gamma * gae_lambda * not_done * last_gae
+            not_terminated = 1 - terminations[t]
+            delta = rewards[t] + next_values * not_terminated - values[t]
+            last_gae = delta + gamma * gae_lambda * not_terminated * last_gae
             advantages[t] = last_gae
         return advantages, advantages + values
 
     assert_caught(check_gae(compute_gae, quiet=True), "the TD error is missing gamma")
 
 
-def test_bug_gae_off_by_one_on_dones():
-    def compute_gae(rewards, values, dones, next_value, gamma, gae_lambda):  # CleanRL's next-done convention
+def test_bug_gae_off_by_one_on_terminations():
+    def compute_gae(rewards, values, terminations, truncations, next_value, final_values=None, gamma=0.99,
+                    gae_lambda=0.95):  # CleanRL's next-done convention
         advantages, last_gae = torch.zeros_like(values), torch.zeros_like(next_value)
         for t in reversed(range(len(rewards))):
             if t == len(rewards) - 1:
                 next_non_terminal, next_values = 1.0, next_value
             else:
-                next_non_terminal, next_values = 1.0 - dones[t + 1], values[t + 1]
+                next_non_terminal, next_values = 1.0 - terminations[t + 1], values[t + 1]
             delta = rewards[t] + gamma * next_values * next_non_terminal - values[t]
             last_gae = delta + gamma * gae_lambda * next_non_terminal * last_gae
             advantages[t] = last_gae
         return advantages, advantages + values
 
-    assert_caught(check_gae(compute_gae, quiet=True), "off-by-one on dones")
+    assert_caught(check_gae(compute_gae, quiet=True), "off-by-one on terminations")
 
 
 def test_bug_gae_returns_without_values():
-    def compute_gae(rewards, values, dones, next_value, gamma, gae_lambda):
+    def compute_gae(rewards, values, terminations, truncations, next_value, final_values=None, gamma=0.99,
+                    gae_lambda=0.95):
         advantages, last_gae = torch.zeros_like(values), torch.zeros_like(next_value)
         for t in reversed(range(len(rewards))):
             next_values = next_value if t == len(rewards) - 1 else values[t + 1]
-            not_done = 1 - dones[t]
-            delta = rewards[t] + gamma * next_values * not_done - values[t]
-            last_gae = delta + gamma * gae_lambda * not_done * last_gae
+            not_terminated = 1 - terminations[t]
+            delta = rewards[t] + gamma * next_values * not_terminated - values[t]
+            last_gae = delta + gamma * gae_lambda * not_terminated * last_gae
             advantages[t] = last_gae
         return advantages, advantages.clone()
 
@@ -138,34 +148,44 @@ def test_bug_gae_returns_without_values():
 
 
 def test_bug_gae_returns_are_discounted_rewards():
-    def compute_gae(rewards, values, dones, next_value, gamma, gae_lambda):
+    def compute_gae(rewards, values, terminations, truncations, next_value, final_values=None, gamma=0.99,
+                    gae_lambda=0.95):
         advantages, last_gae = torch.zeros_like(values), torch.zeros_like(next_value)
         for t in reversed(range(len(rewards))):
             next_values = next_value if t == len(rewards) - 1 else values[t + 1]
-            not_done = 1 - dones[t]
-            delta = rewards[t] + gamma * next_values * not_done - values[t]
-            last_gae = delta + gamma * gae_lambda * not_done * last_gae
+            not_terminated = 1 - terminations[t]
+            delta = rewards[t] + gamma * next_values * not_terminated - values[t]
+            last_gae = delta + gamma * gae_lambda * not_terminated * last_gae
             advantages[t] = last_gae
-        return advantages, discounted_returns(rewards, dones, gamma, next_value)
+        return advantages, discounted_returns(rewards, terminations, gamma, next_value)
 
     assert_caught(check_gae(compute_gae, quiet=True), "returns are plain discounted rewards")
 
 
 def test_bug_gae_overwrites_rewards_in_place():
-    def compute_gae(rewards, values, dones, next_value, gamma, gae_lambda):
+    def compute_gae(rewards, values, terminations, truncations, next_value, final_values=None, gamma=0.99,
+                    gae_lambda=0.95):
         advantages, last_gae = rewards, torch.zeros_like(next_value)  # aliases rewards
         for t in reversed(range(len(rewards))):
             next_values = next_value if t == len(rewards) - 1 else values[t + 1]
-            not_done = 1 - dones[t]
-            delta = rewards[t] + gamma * next_values * not_done - values[t]
-            last_gae = delta + gamma * gae_lambda * not_done * last_gae
+            not_terminated = 1 - terminations[t]
+            delta = rewards[t] + gamma * next_values * not_terminated - values[t]
+            last_gae = delta + gamma * gae_lambda * not_terminated * last_gae
             advantages[t] = last_gae
         return advantages, advantages + values
 
     assert_caught(check_gae(compute_gae, quiet=True), "modified `rewards` in place")
 
 
-# -- ex03 task 2: compute_gae_with_truncation ---------------------------------------------------
+def test_bug_gae_without_the_packages_signature():
+    def compute_gae(rewards, values, terminations, next_value, gamma, gae_lambda):  # no truncations, final_values
+        return compute_gae_terminations_only(rewards, values, terminations, torch.zeros_like(terminations),
+                                             next_value, None, gamma, gae_lambda)
+
+    assert_caught(check_gae(compute_gae, quiet=True), "cannot be called like the package's")
+
+
+# -- ex03 task 2: compute_gae with truncation ---------------------------------------------------
 def _gae(rewards, values, next_values, delta_mask, carry_mask, gamma, gae_lambda):
     """The recursion, given V(s') per step and the two masks -- the bugs below differ only in those."""
     advantages, last_gae = torch.zeros_like(values), torch.zeros_like(values[0])
@@ -181,15 +201,17 @@ def _following(values, next_value):
 
 
 def test_bug_truncation_treated_as_termination():
-    def gae(rewards, values, terminations, truncations, next_value, final_values, gamma, gae_lambda):
-        dones = torch.clamp(terminations + truncations, max=1.0)
-        return _gae(rewards, values, _following(values, next_value), 1 - dones, 1 - dones, gamma, gae_lambda)
+    def gae(rewards, values, terminations, truncations, next_value, final_values=None, gamma=0.99,
+            gae_lambda=0.95):
+        ended = torch.clamp(terminations + truncations, max=1.0)
+        return _gae(rewards, values, _following(values, next_value), 1 - ended, 1 - ended, gamma, gae_lambda)
 
     assert_caught(check_gae_with_truncation(gae, quiet=True), "truncation treated as termination")
 
 
 def test_bug_truncation_ignored():
-    def gae(rewards, values, terminations, truncations, next_value, final_values, gamma, gae_lambda):
+    def gae(rewards, values, terminations, truncations, next_value, final_values=None, gamma=0.99,
+            gae_lambda=0.95):
         return _gae(rewards, values, _following(values, next_value), 1 - terminations, 1 - terminations,
                     gamma, gae_lambda)
 
@@ -197,16 +219,18 @@ def test_bug_truncation_ignored():
 
 
 def test_bug_truncation_final_values_used_where_terminated():
-    def gae(rewards, values, terminations, truncations, next_value, final_values, gamma, gae_lambda):
-        dones = torch.clamp(terminations + truncations, max=1.0)
-        next_values = torch.where(dones.bool(), final_values, _following(values, next_value))
-        return _gae(rewards, values, next_values, torch.ones_like(dones), 1 - dones, gamma, gae_lambda)
+    def gae(rewards, values, terminations, truncations, next_value, final_values=None, gamma=0.99,
+            gae_lambda=0.95):
+        ended = torch.clamp(terminations + truncations, max=1.0)
+        next_values = torch.where(ended.bool(), final_values, _following(values, next_value))
+        return _gae(rewards, values, next_values, torch.ones_like(ended), 1 - ended, gamma, gae_lambda)
 
     assert_caught(check_gae_with_truncation(gae, quiet=True), "final_values used where terminated")
 
 
 def test_bug_truncation_leaks_into_next_episode():
-    def gae(rewards, values, terminations, truncations, next_value, final_values, gamma, gae_lambda):
+    def gae(rewards, values, terminations, truncations, next_value, final_values=None, gamma=0.99,
+            gae_lambda=0.95):
         next_values = torch.where(truncations.bool(), final_values, _following(values, next_value))
         return _gae(rewards, values, next_values, 1 - terminations, 1 - terminations, gamma, gae_lambda)
 
@@ -214,10 +238,11 @@ def test_bug_truncation_leaks_into_next_episode():
 
 
 def test_bug_truncation_at_last_step_bootstraps_from_next_value():
-    def gae(rewards, values, terminations, truncations, next_value, final_values, gamma, gae_lambda):
+    def gae(rewards, values, terminations, truncations, next_value, final_values=None, gamma=0.99,
+            gae_lambda=0.95):
         next_values = torch.where(truncations.bool(), final_values, values.roll(-1, 0))
         next_values[-1] = next_value  # the rollout cut overrides everything, even a truncation
-        dones = torch.clamp(terminations + truncations, max=1.0)
-        return _gae(rewards, values, next_values, 1 - terminations, 1 - dones, gamma, gae_lambda)
+        ended = torch.clamp(terminations + truncations, max=1.0)
+        return _gae(rewards, values, next_values, 1 - terminations, 1 - ended, gamma, gae_lambda)
 
     assert_caught(check_gae_with_truncation(gae, quiet=True), "bootstraps from next_value")

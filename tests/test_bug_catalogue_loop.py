@@ -5,6 +5,7 @@ catalogue (and ex04's), so nothing else in these files may carry that word. Each
 global ``ppo_loss`` as the learner's notebook does.
 """
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -38,10 +39,10 @@ def _minibatch_step(agent, optimizer, batch, idx, hp, *, old_logprobs=None, adva
 
 def test_bug_advantages_normalised_over_whole_rollout():
     def broken(agent, optimizer, batch, num_minibatches, update_epochs, clip_coef, vf_coef, ent_coef, max_grad_norm,
-               generator):
+               rng):
         n, size = len(batch["obs"]), len(batch["obs"]) // num_minibatches
         for _ in range(update_epochs):
-            order = torch.randperm(n, generator=generator)
+            order = rng.permutation(n)
             for start in range(0, n, size):
                 idx = order[start:start + size]
                 adv = batch["advantages"]
@@ -54,9 +55,9 @@ def test_bug_advantages_normalised_over_whole_rollout():
 
 def test_bug_no_shuffling_between_epochs():
     def broken(agent, optimizer, batch, num_minibatches, update_epochs, clip_coef, vf_coef, ent_coef, max_grad_norm,
-               generator):
+               rng):
         n, size = len(batch["obs"]), len(batch["obs"]) // num_minibatches
-        order = torch.randperm(n, generator=generator)  # drawn once, outside the epoch loop
+        order = rng.permutation(n)  # drawn once, outside the epoch loop
         for _ in range(update_epochs):
             for start in range(0, n, size):
                 _minibatch_step(agent, optimizer, batch, order[start:start + size],
@@ -67,22 +68,35 @@ def test_bug_no_shuffling_between_epochs():
 
 def test_bug_never_shuffled():
     def broken(agent, optimizer, batch, num_minibatches, update_epochs, clip_coef, vf_coef, ent_coef, max_grad_norm,
-               generator):
+               rng):
         n, size = len(batch["obs"]), len(batch["obs"]) // num_minibatches
         for _ in range(update_epochs):
             for start in range(0, n, size):
-                _minibatch_step(agent, optimizer, batch, torch.arange(start, start + size),
+                _minibatch_step(agent, optimizer, batch, np.arange(start, start + size),
                                 (clip_coef, vf_coef, ent_coef, max_grad_norm))
 
     _assert_caught(broken, "the minibatches are never shuffled")
 
 
-def _loop(**step_kwargs):
-    def update(agent, optimizer, batch, num_minibatches, update_epochs, clip_coef, vf_coef, ent_coef, max_grad_norm,
-               generator):
+def test_bug_shuffled_without_the_given_rng():
+    def broken(agent, optimizer, batch, num_minibatches, update_epochs, clip_coef, vf_coef, ent_coef, max_grad_norm,
+               rng):
         n, size = len(batch["obs"]), len(batch["obs"]) // num_minibatches
         for _ in range(update_epochs):
-            order = torch.randperm(n, generator=generator)
+            order = torch.randperm(n)  # PyTorch's global generator, not the rng passed in
+            for start in range(0, n, size):
+                _minibatch_step(agent, optimizer, batch, order[start:start + size],
+                                (clip_coef, vf_coef, ent_coef, max_grad_norm))
+
+    _assert_caught(broken, "the shuffling does not follow the contract")
+
+
+def _loop(**step_kwargs):
+    def update(agent, optimizer, batch, num_minibatches, update_epochs, clip_coef, vf_coef, ent_coef, max_grad_norm,
+               rng):
+        n, size = len(batch["obs"]), len(batch["obs"]) // num_minibatches
+        for _ in range(update_epochs):
+            order = rng.permutation(n)
             for start in range(0, n, size):
                 idx = order[start:start + size]
                 kwargs = {k: (v(idx, order, start, size) if k == "returns_idx" else v) for k, v in step_kwargs.items()}
@@ -120,10 +134,10 @@ def test_bug_mismatched_minibatch_indices():
 
 def test_bug_one_minibatch_per_epoch():
     def broken(agent, optimizer, batch, num_minibatches, update_epochs, clip_coef, vf_coef, ent_coef, max_grad_norm,
-               generator):
+               rng):
         n, size = len(batch["obs"]), len(batch["obs"]) // num_minibatches
         for _ in range(update_epochs):
-            order = torch.randperm(n, generator=generator)
+            order = rng.permutation(n)
             _minibatch_step(agent, optimizer, batch, order[:size], (clip_coef, vf_coef, ent_coef, max_grad_norm))
 
     _assert_caught(broken, "optimizer.step() ran")
@@ -131,10 +145,10 @@ def test_bug_one_minibatch_per_epoch():
 
 def test_bug_actions_resampled():
     def broken(agent, optimizer, batch, num_minibatches, update_epochs, clip_coef, vf_coef, ent_coef, max_grad_norm,
-               generator):
+               rng):
         n, size = len(batch["obs"]), len(batch["obs"]) // num_minibatches
         for _ in range(update_epochs):
-            order = torch.randperm(n, generator=generator)
+            order = rng.permutation(n)
             for start in range(0, n, size):
                 idx = order[start:start + size]
                 _, new_logprobs, entropy, new_values = agent.get_action_and_value(batch["obs"][idx])  # no actions

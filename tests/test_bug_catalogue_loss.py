@@ -89,7 +89,7 @@ def test_bug_surrogate_detached_ratio():
 
 # ---------------------------------------------------------------- value loss
 def test_bug_value_min_instead_of_max():
-    def broken(new, old, ret, eps):
+    def broken(new, old, ret, eps=None):
         clipped = old + torch.clamp(new - old, -eps, eps)
         return 0.5 * torch.min((new - ret) ** 2, (clipped - ret) ** 2).mean()
 
@@ -97,7 +97,7 @@ def test_bug_value_min_instead_of_max():
 
 
 def test_bug_value_clipped_around_returns():
-    def broken(new, old, ret, eps):
+    def broken(new, old, ret, eps=None):
         clipped = ret + torch.clamp(new - ret, -eps, eps)
         return 0.5 * torch.max((new - ret) ** 2, (clipped - ret) ** 2).mean()
 
@@ -105,7 +105,7 @@ def test_bug_value_clipped_around_returns():
 
 
 def test_bug_value_missing_half():
-    def broken(new, old, ret, eps):
+    def broken(new, old, ret, eps=None):
         clipped = old + torch.clamp(new - old, -eps, eps)
         return torch.max((new - ret) ** 2, (clipped - ret) ** 2).mean()
 
@@ -113,12 +113,29 @@ def test_bug_value_missing_half():
 
 
 def test_bug_value_broadcast_column():
-    def broken(new, old, ret, eps):
+    def broken(new, old, ret, eps=None):
         new, old = new.unsqueeze(-1), old.unsqueeze(-1)  # a critic output of shape (batch, 1)
         clipped = old + torch.clamp(new - old, -eps, eps)
         return 0.5 * torch.max((new - ret) ** 2, (clipped - ret) ** 2).mean()
 
     assert_caught(check_value_loss(broken, quiet=True), "broadcasts to (batch, batch)")
+
+
+def test_bug_value_clip_coef_none_not_handled():
+    def broken(new, old, ret, eps):  # no default, and None reaches torch.clamp
+        clipped = old + torch.clamp(new - old, -eps, eps)
+        return 0.5 * torch.max((new - ret) ** 2, (clipped - ret) ** 2).mean()
+
+    assert_caught(check_value_loss(broken, quiet=True), "clip_coef defaults to None, which means no clipping")
+
+
+def test_bug_value_clip_coef_none_clips_anyway():
+    def broken(new, old, ret, eps=None):
+        eps = eps or 0.2  # a "sensible default" instead of no clipping
+        clipped = old + torch.clamp(new - old, -eps, eps)
+        return 0.5 * torch.max((new - ret) ** 2, (clipped - ret) ** 2).mean()
+
+    assert_caught(check_value_loss(broken, quiet=True), "clip_coef=None means no clipping")
 
 
 # ---------------------------------------------------------------- total loss

@@ -58,119 +58,181 @@ def test_bug_policy_network_layer_never_used():
     assert_caught(check_policy_network(Net, quiet=True), "gets no gradient")
 
 
-# -- ex01 task 2: sample_action -----------------------------------------------------------------
+# -- ex01 task 2: sample_and_score --------------------------------------------------------------
 def test_bug_sampling_gathers_raw_logits():
-    def sample_action(logits):
+    def sample_and_score(logits, action=None, deterministic=False):
         dist = Categorical(logits=logits)
-        action = dist.sample()
+        if action is None:
+            action = dist.sample()
         logprob = logits.gather(-1, action.unsqueeze(-1)).squeeze(-1)  # log of exp(logits), unnormalised
         return action, logprob, dist.entropy()
 
-    assert_caught(check_sampling(sample_action, quiet=True), "log-probs come from unnormalised probabilities")
+    assert_caught(check_sampling(sample_and_score, quiet=True), "log-probs come from unnormalised probabilities")
 
 
 def test_bug_sampling_returns_probabilities():
-    def sample_action(logits):
+    def sample_and_score(logits, action=None, deterministic=False):
         probs = torch.softmax(logits, dim=-1)
-        action = torch.multinomial(probs, 1).squeeze(-1)
+        if action is None:
+            action = torch.multinomial(probs, 1).squeeze(-1)
         return action, probs.gather(-1, action.unsqueeze(-1)).squeeze(-1), Categorical(logits=logits).entropy()
 
-    assert_caught(check_sampling(sample_action, quiet=True), "returned probabilities instead of log-probabilities")
+    assert_caught(check_sampling(sample_and_score, quiet=True), "returned probabilities instead of log-probabilities")
 
 
 def test_bug_sampling_softmax_over_batch_dimension():
-    def sample_action(logits):
+    def sample_and_score(logits, action=None, deterministic=False):
         log_probs = torch.log_softmax(logits, dim=0)
         dist = Categorical(logits=log_probs)
-        action = dist.sample()
+        if action is None:
+            action = dist.sample()
         return action, log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1), dist.entropy()
 
-    assert_caught(check_sampling(sample_action, quiet=True), "softmax over the wrong dimension (dim=0, the batch)")
+    assert_caught(check_sampling(sample_and_score, quiet=True), "softmax over the wrong dimension (dim=0, the batch)")
 
 
 def test_bug_sampling_takes_argmax():
-    def sample_action(logits):
+    def sample_and_score(logits, action=None, deterministic=False):
         dist = Categorical(logits=logits)
-        action = logits.argmax(dim=-1)
+        if action is None:
+            action = logits.argmax(dim=-1)
         return action, dist.log_prob(action), dist.entropy()
 
-    assert_caught(check_sampling(sample_action, quiet=True), "argmax instead of sampling")
+    assert_caught(check_sampling(sample_and_score, quiet=True), "argmax instead of sampling")
 
 
 def test_bug_sampling_uniform_actions():
-    def sample_action(logits):
+    def sample_and_score(logits, action=None, deterministic=False):
         dist = Categorical(logits=logits)
-        action = torch.randint(0, logits.shape[-1], (logits.shape[0],))
+        if action is None:
+            action = torch.randint(0, logits.shape[-1], (logits.shape[0],))
         return action, dist.log_prob(action), dist.entropy()
 
-    assert_caught(check_sampling(sample_action, quiet=True), "actions are uniformly random")
+    assert_caught(check_sampling(sample_and_score, quiet=True), "actions are uniformly random")
 
 
 def test_bug_sampling_entropy_wrong_sign():
-    def sample_action(logits):
+    def sample_and_score(logits, action=None, deterministic=False):
         log_probs = torch.log_softmax(logits, dim=-1)
-        action = Categorical(logits=logits).sample()
+        if action is None:
+            action = Categorical(logits=logits).sample()
         entropy = (log_probs.exp() * log_probs).sum(-1)  # missing minus
         return action, log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1), entropy
 
-    assert_caught(check_sampling(sample_action, quiet=True), "entropy has the wrong sign")
+    assert_caught(check_sampling(sample_and_score, quiet=True), "entropy has the wrong sign")
 
 
 def test_bug_sampling_entropy_not_summed():
-    def sample_action(logits):
+    def sample_and_score(logits, action=None, deterministic=False):
         log_probs = torch.log_softmax(logits, dim=-1)
-        action = Categorical(logits=logits).sample()
+        if action is None:
+            action = Categorical(logits=logits).sample()
         entropy = -(log_probs.exp() * log_probs)  # per action, never summed
         return action, log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1), entropy
 
-    assert_caught(check_sampling(sample_action, quiet=True), "not summed over actions")
+    assert_caught(check_sampling(sample_and_score, quiet=True), "not summed over actions")
 
 
 def test_bug_sampling_entropy_averaged():
-    def sample_action(logits):
+    def sample_and_score(logits, action=None, deterministic=False):
         log_probs = torch.log_softmax(logits, dim=-1)
-        action = Categorical(logits=logits).sample()
+        if action is None:
+            action = Categorical(logits=logits).sample()
         entropy = -(log_probs.exp() * log_probs).mean(-1)
         return action, log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1), entropy
 
-    assert_caught(check_sampling(sample_action, quiet=True), "averaged over actions instead of summed")
+    assert_caught(check_sampling(sample_and_score, quiet=True), "averaged over actions instead of summed")
 
 
 def test_bug_sampling_actions_shape_batch_by_one():
-    def sample_action(logits):
+    def sample_and_score(logits, action=None, deterministic=False):
         log_probs = torch.log_softmax(logits, dim=-1)
-        action = torch.multinomial(log_probs.exp(), 1)  # (batch, 1)
+        if action is None:
+            action = torch.multinomial(log_probs.exp(), 1)  # (batch, 1)
         return action, log_probs.gather(-1, action), Categorical(logits=logits).entropy()
 
-    assert_caught(check_sampling(sample_action, quiet=True), "shape (batch, 1)")
+    assert_caught(check_sampling(sample_and_score, quiet=True), "shape (batch, 1)")
 
 
 def test_bug_sampling_bare_squeeze():
-    def sample_action(logits):
+    def sample_and_score(logits, action=None, deterministic=False):
         log_probs = torch.log_softmax(logits, dim=-1)
-        action = torch.multinomial(log_probs.exp(), 1)
+        if action is None:
+            action = torch.multinomial(log_probs.exp(), 1)
         return action.squeeze(), log_probs.gather(-1, action).squeeze(), Categorical(logits=logits).entropy()
 
-    assert_caught(check_sampling(sample_action, quiet=True), "dropped the batch axis")
+    assert_caught(check_sampling(sample_and_score, quiet=True), "dropped the batch axis")
 
 
 def test_bug_sampling_naive_softmax_overflows():
-    def sample_action(logits):
+    def sample_and_score(logits, action=None, deterministic=False):
         probs = torch.exp(logits) / torch.exp(logits).sum(-1, keepdim=True)
-        action = Categorical(logits=logits).sample()
+        if action is None:
+            action = Categorical(logits=logits).sample()
         log_probs = torch.log(probs)
         return action, log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1), Categorical(logits=logits).entropy()
 
-    assert_caught(check_sampling(sample_action, quiet=True), "exp(logits) overflowed")
+    assert_caught(check_sampling(sample_and_score, quiet=True), "exp(logits) overflowed")
 
 
 def test_bug_sampling_detached_logprob():
-    def sample_action(logits):
+    def sample_and_score(logits, action=None, deterministic=False):
         dist = Categorical(logits=logits.detach())
-        action = dist.sample()
+        if action is None:
+            action = dist.sample()
         return action, dist.log_prob(action), Categorical(logits=logits).entropy()
 
-    assert_caught(check_sampling(sample_action, quiet=True), "logprob is detached from the logits")
+    assert_caught(check_sampling(sample_and_score, quiet=True), "logprob is detached from the logits")
+
+
+def test_bug_sampling_resamples_given_actions():
+    def sample_and_score(logits, action=None, deterministic=False):
+        dist = Categorical(logits=logits)
+        action = dist.sample()  # the given actions are thrown away
+        return action, dist.log_prob(action), dist.entropy()
+
+    assert_caught(check_sampling(sample_and_score, quiet=True), "you sampled new ones")
+
+
+def test_bug_sampling_scores_a_fresh_sample_for_given_actions():
+    def sample_and_score(logits, action=None, deterministic=False):
+        dist = Categorical(logits=logits)
+        sampled = dist.sample()
+        action = sampled if action is None else action
+        return action, dist.log_prob(sampled), dist.entropy()  # the sample's log-prob, whatever was given
+
+    assert_caught(check_sampling(sample_and_score, quiet=True), "those of freshly sampled actions")
+
+
+def test_bug_sampling_deterministic_ignored():
+    def sample_and_score(logits, action=None, deterministic=False):
+        dist = Categorical(logits=logits)
+        if action is None:
+            action = dist.sample()  # deterministic never looked at
+        return action, dist.log_prob(action), dist.entropy()
+
+    assert_caught(check_sampling(sample_and_score, quiet=True), "deterministic=True is ignored")
+
+
+def test_bug_sampling_deterministic_replaces_given_actions():
+    def sample_and_score(logits, action=None, deterministic=False):
+        dist = Categorical(logits=logits)
+        if deterministic:
+            action = logits.argmax(dim=-1)
+        elif action is None:
+            action = dist.sample()
+        return action, dist.log_prob(action), dist.entropy()
+
+    assert_caught(check_sampling(sample_and_score, quiet=True), "deterministic=True must not replace them")
+
+
+def test_bug_sampling_without_the_packages_signature():
+    def sample_and_score(logits):  # sampling only: no action to score, no deterministic
+        dist = Categorical(logits=logits)
+        action = dist.sample()
+        return action, dist.log_prob(action), dist.entropy()
+
+    assert_caught(check_sampling(sample_and_score, quiet=True), "keep the signature")
 
 
 # -- ex02 task 1: layer_init --------------------------------------------------------------------

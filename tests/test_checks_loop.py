@@ -13,11 +13,11 @@ from conftest import ppo_loss
 
 # The solution notebook's reference (solutions/ex05_training_loop.ipynb).
 def ppo_update(agent, optimizer, batch, num_minibatches, update_epochs, clip_coef, vf_coef, ent_coef,
-               max_grad_norm, generator):
+               max_grad_norm, rng):
     batch_size = batch["obs"].shape[0]
     minibatch_size = batch_size // num_minibatches
     for epoch in range(update_epochs):
-        order = torch.randperm(batch_size, generator=generator)
+        order = rng.permutation(batch_size)
         for start in range(0, batch_size, minibatch_size):
             idx = order[start:start + minibatch_size]
             _, new_logprobs, entropy, new_values = agent.get_action_and_value(batch["obs"][idx],
@@ -39,10 +39,10 @@ def test_reference_passes():
 def test_reference_passes_without_a_global_ppo_loss():
     """A loop that calls the package's loss directly cannot be watched, but its weights still match."""
     def update(agent, optimizer, batch, num_minibatches, update_epochs, clip_coef, vf_coef, ent_coef,
-               max_grad_norm, generator):
+               max_grad_norm, rng):
         n = len(batch["obs"])
         for _ in range(update_epochs):
-            order = torch.randperm(n, generator=generator)
+            order = torch.as_tensor(rng.permutation(n))
             for idx in order.split(n // num_minibatches):
                 out = agent.get_action_and_value(batch["obs"][idx], batch["actions"][idx])
                 loss = losses.ppo_loss(out.logprob, batch["logprobs"][idx], batch["advantages"][idx], out.value,

@@ -10,6 +10,7 @@ from torch.distributions import Categorical
 
 from ppo_course.checks import check_actor_critic, check_layer_init, check_policy_network, check_sampling
 from ppo_course.networks import layer_init
+from ppo_course.networks import sample_and_score as package_sample_and_score
 
 
 # -- reference implementations (the solution notebooks' code) ------------------------------------
@@ -26,9 +27,10 @@ class PolicyNetwork(nn.Module):
         return self.net(obs)
 
 
-def sample_action(logits):
+def sample_and_score(logits, action=None, deterministic=False):
     dist = Categorical(logits=logits)
-    action = dist.sample()
+    if action is None:
+        action = logits.argmax(dim=-1) if deterministic else dist.sample()
     return action, dist.log_prob(action), dist.entropy()
 
 
@@ -65,12 +67,13 @@ class ActorCritic(nn.Module):
 
 CASES = [
     (check_policy_network, PolicyNetwork),
-    (check_sampling, sample_action),
+    (check_sampling, sample_and_score),
+    (check_sampling, package_sample_and_score),
     (check_layer_init, reference_layer_init),
     (check_layer_init, layer_init),
     (check_actor_critic, ActorCritic),
 ]
-IDS = ["policy_network", "sampling", "layer_init", "package_layer_init", "actor_critic"]
+IDS = ["policy_network", "sampling", "package_sampling", "layer_init", "package_layer_init", "actor_critic"]
 
 
 @pytest.mark.parametrize("check, reference", CASES, ids=IDS)
@@ -86,12 +89,12 @@ def test_deterministic(check, reference):
 
 
 def test_prints_a_tick_line(capsys):
-    check_sampling(sample_action)
-    assert capsys.readouterr().out.startswith("✓ sample_action:")
+    check_sampling(sample_and_score)
+    assert capsys.readouterr().out.startswith("✓ sample_and_score:")
 
 
 def test_stub_is_todo_with_its_hint():
-    def stub(logits):
+    def stub(logits, action=None, deterministic=False):
         raise NotImplementedError("Categorical(logits=logits), then sample")
 
     result = check_sampling(stub, quiet=True)
@@ -121,7 +124,7 @@ def test_stub_todo_does_not_raise_in_strict_mode(monkeypatch):
 
 
 def test_other_exception_is_error_with_the_learners_line():
-    def broken(logits):
+    def broken(logits, action=None, deterministic=False):
         probs = torch.softmax(logits, -1)
         return probs[:, 7], probs, probs  # IndexError: only 4 actions
 

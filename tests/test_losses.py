@@ -43,13 +43,20 @@ def test_clipped_surrogate_has_no_gradient_where_clipped():
 
 
 def test_value_loss_plain_and_clipped():
-    new, ret, old = torch.tensor([3.0]), torch.tensor([1.0]), torch.tensor([2.5])
-    assert value_loss(new, ret).item() == pytest.approx(0.5 * 4.0)
+    new, old, ret = torch.tensor([3.0]), torch.tensor([2.5]), torch.tensor([1.0])
+    assert value_loss(new, None, ret).item() == pytest.approx(0.5 * 4.0)
+    # clip_coef=None: unclipped, old_values unused
+    assert value_loss(new, old, ret).item() == pytest.approx(0.5 * 4.0)
     # clipped value = 2.5 + clip(0.5, -0.2, 0.2) = 2.7 -> (2.7 - 1)^2 = 2.89 < 4, max keeps 4
-    assert value_loss(new, ret, old, 0.2).item() == pytest.approx(2.0)
+    assert value_loss(new, old, ret, 0.2).item() == pytest.approx(2.0)
     # moving toward the target beyond the clip range: the clipped error (larger) counts
     new2 = torch.tensor([1.0])
-    assert value_loss(new2, ret, old, 0.2).item() == pytest.approx(0.5 * (2.3 - 1.0) ** 2)
+    assert value_loss(new2, old, ret, 0.2).item() == pytest.approx(0.5 * (2.3 - 1.0) ** 2)
+
+
+def test_value_loss_clipping_needs_old_values():
+    with pytest.raises(ValueError, match="needs old_values"):
+        value_loss(torch.tensor([3.0]), None, torch.tensor([1.0]), 0.2)
 
 
 def test_approx_kl_known_values():
@@ -88,5 +95,5 @@ def test_ppo_loss_combines_terms_with_the_right_signs():
     out = ppo_loss(new, old, adv, nv, ov, ret, ent, clip_coef=0.2, vf_coef=0.5, ent_coef=0.01,
                    clip_vloss=False, norm_adv=False)
     assert out.loss.item() == pytest.approx(
-        clipped_surrogate(new, old, adv, 0.2).item() - 0.01 * ent.mean().item() + 0.5 * value_loss(nv, ret).item(),
+        clipped_surrogate(new, old, adv, 0.2).item() - 0.01 * ent.mean().item() + 0.5 * value_loss(nv, ov, ret).item(),
         rel=1e-5)

@@ -1,14 +1,20 @@
 """Checks for ex03 (Generalised Advantage Estimation).
 
-The learner's GAE is compared with :func:`ppo_course.advantages.compute_gae` on hand-picked
-rollouts (a long episode cut by the rollout, episodes ending mid-rollout and at the last step,
-T = 1, several environments, lambda = 0 and 1, truncations). When it differs, the check finds
+The learner writes one function with the package's name and signature,
+``compute_gae(rewards, values, terminations, truncations, next_value, final_values=None, gamma=0.99,
+gae_lambda=0.95)``, in two steps: terminations only (:func:`check_gae`, whose rollouts have no
+truncations and all-zero ``final_values``), then truncations too (:func:`check_gae_with_truncation`).
+Both call it the same way and compare it with :func:`ppo_course.advantages.compute_gae` on
+hand-picked rollouts (a long episode cut by the rollout, episodes ending mid-rollout and at the last
+step, T = 1, several environments, lambda = 0 and 1, truncations). When it differs, the check finds
 *where* the dependence structure is wrong: GAE is linear in the rewards and values, so adding 1 to
 one input and watching which advantages move tells exactly which step leaks into which (an
 episode boundary crossed, a bootstrap missing, the loop running forwards, ...).
 """
 
 from __future__ import annotations
+
+import inspect
 
 import torch
 
@@ -50,28 +56,45 @@ def _reference(case):
                           case["next_value"], case["final_values"], gamma=case["gamma"], gae_lambda=case["lam"])
 
 
-class _Runner:
-    """Calls the learner's function on a case, validating what comes back."""
+_SIGNATURE = ("compute_gae(rewards, values, terminations, truncations, next_value, final_values=None, gamma=0.99, "
+              "gae_lambda=0.95)")
+_TENSOR_ARGS = ("rewards", "values", "terminations", "truncations", "next_value", "final_values")
 
-    def __init__(self, fn, with_truncation: bool):
-        self.fn, self.with_truncation = fn, with_truncation
-        self.dones_key = "terminations"
+
+class _Runner:
+    """Calls the learner's function on a case, the package's way (all eight arguments, in its order),
+    validating what comes back. ``zero_final_values``: pass zeros as ``final_values`` (task 1)."""
+
+    def __init__(self, fn, zero_final_values: bool = False):
+        self.fn, self.zero_final_values, self.signature_checked = fn, zero_final_values, False
 
     def args(self, c):
-        if self.with_truncation:
-            return (c["rewards"], c["values"], c["terminations"], c["truncations"], c["next_value"],
-                    c["final_values"], c["gamma"], c["lam"])
-        return c["rewards"], c["values"], c["terminations"], c["next_value"], c["gamma"], c["lam"]
+        final_values = torch.zeros_like(c["values"]) if self.zero_final_values else c["final_values"]
+        return (c["rewards"], c["values"], c["terminations"], c["truncations"], c["next_value"], final_values,
+                c["gamma"], c["lam"])
+
+    def _check_signature(self, args) -> None:
+        """A function that cannot take the package's eight arguments gets a diagnosis, not a TypeError."""
+        self.signature_checked = True
+        try:
+            signature = inspect.signature(self.fn)
+        except (TypeError, ValueError):
+            return
+        try:
+            signature.bind(*args)
+        except TypeError as exc:
+            raise Diagnosis(f"your compute_gae cannot be called like the package's ({exc}): keep the signature "
+                            f"{_SIGNATURE}, even where you ignore some arguments") from None
 
     def __call__(self, case):
         c = _copy(case)
         args = self.args(c)
+        if not self.signature_checked:
+            self._check_signature(args)
         before = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
         out = self.fn(*args)
-        names = (["rewards", "values", "terminations", "truncations", "next_value", "final_values"]
-                 if self.with_truncation else ["rewards", "values", "dones", "next_value"])
-        raise_if_modified(zip(args, before, names), "your function modified `{name}` in place: work on new tensors "
-                          "(e.g. advantages = torch.zeros_like(values))")
+        raise_if_modified(zip(args, before, _TENSOR_ARGS), "your function modified `{name}` in place: work on new "
+                          "tensors (e.g. advantages = torch.zeros_like(values))")
         if not isinstance(out, (tuple, list)) or len(out) != 2:
             raise Diagnosis("return a tuple (advantages, returns)")
         T, N = case["values"].shape
@@ -97,23 +120,22 @@ def _nz(x) -> bool:
     return abs(float(x)) > _ATOL
 
 
-def _dones_desc(case, key="terminations", env=0):
+def _flags_desc(case, key="terminations", env=0):
     return fmt(case[key][:, env], significant=True)
 
 
 # --------------------------------------------------------------------------------------------
 # diagnoses shared by both checks (no truncations involved)
 # --------------------------------------------------------------------------------------------
-def _probe_recursion(run, dname: str):
-    """Specific diagnoses of the recursion, on cases without truncation. ``dname`` is what the
-    learner calls the termination flags ("dones" or "terminations")."""
+def _probe_recursion(run):
+    """Specific diagnoses of the recursion, on cases without truncation."""
     long = _case("one long episode", 8, 1, seed=1)
     mid = _case("episode ending at step 3", 8, 1, seed=2, terminated=[(3, 0)])
     end = _case("episode ending at the last step", 6, 1, seed=3, terminated=[(5, 0)])
     envs = _case("three envs", 6, 3, seed=4, terminated=[(2, 1)])
     _probe_separate_envs(run, envs)
     _probe_direction(run, long)
-    _probe_episode_end(run, mid, end, dname)
+    _probe_episode_end(run, mid, end)
     _probe_rollout_cut(run, long)
     _probe_coefficients(run, long)
 
@@ -141,32 +163,33 @@ def _probe_direction(run, long):
                             "for t in reversed(range(T))")
 
 
-def _probe_episode_end(run, mid, end, dname):
+def _probe_episode_end(run, mid, end):
     """An episode end (mid-rollout at step 3, or at the last step) cuts the recursion after that step."""
-    # off-by-one on dones (CleanRL's next-done convention applied to this function's dones)
+    # off-by-one on terminations (CleanRL's next-done convention applied to flags that belong to step t)
     ref_mid = lambda key, idx: _sens(_reference, mid, key, idx)  # noqa: E731
     if not _nz(_sens(run, mid, "rewards", (3, 0))[2, 0]) and _nz(ref_mid("rewards", (3, 0))[2, 0]) \
             and _nz(_sens(run, mid, "rewards", (4, 0))[3, 0]):
-        raise Diagnosis(f"off-by-one on {dname}: {dname}[3] = 1 cuts the recursion between steps 2 and 3 instead of "
-                        f"after step 3 (A[2] ignores r[3], A[3] uses r[4]): you used {dname}[t+1]; here {dname}[t] = 1 "
-                        "means the episode ended at step t itself")
+        raise Diagnosis("off-by-one on terminations: terminations[3] = 1 cuts the recursion between steps 2 and 3 "
+                        "instead of after step 3 (A[2] ignores r[3], A[3] uses r[4]): you used terminations[t+1]; here "
+                        "terminations[t] = 1 means the episode ended at step t itself")
 
     # leak across the episode boundary
     moved = _sens(run, mid, "rewards", (4, 0))
     leaked = [t for t in range(4) if _nz(moved[t, 0])]
     if leaked:
         through = _nz(_sens(run, mid, "values", (4, 0))[3, 0])
-        raise Diagnosis(f"advantages leak across episode boundaries: {dname}[3] = 1 but A[{leaked[-1]}] changes "
-                        "when r[4] changes; multiply the carried advantage by (1 - done_t): A_t = delta_t + "
-                        "gamma * lambda * (1 - done_t) * A_{t+1}"
+        raise Diagnosis(f"advantages leak across episode boundaries: terminations[3] = 1 but A[{leaked[-1]}] "
+                        "changes when r[4] changes; multiply the carried advantage by (1 - terminations[t]): A_t = "
+                        "delta_t + gamma * lambda * (1 - terminations[t]) * A_{t+1}"
                         + (" (and delta_3 bootstraps from values[4] too)" if through else ""))
     if _nz(_sens(run, mid, "values", (4, 0))[3, 0]):
-        raise Diagnosis(f"bootstrapping through a terminal step: {dname}[3] = 1 but A[3] changes when values[4] "
+        raise Diagnosis("bootstrapping through a terminal step: terminations[3] = 1 but A[3] changes when values[4] "
                         "(the next episode's first state) changes; at a terminal step delta_t = r_t - V(s_t), "
-                        "nothing after it: multiply gamma * V(s_{t+1}) by (1 - done_t)")
+                        "nothing after it: multiply gamma * V(s_{t+1}) by (1 - terminations[t])")
     if _nz(_sens(run, end, "next_value", (0,))[5, 0]):
-        raise Diagnosis(f"bootstrapping through a terminal step: {dname}[5] = 1 at the last step, but A[5] "
-                        "changes with next_value (the first state of the next episode); mask it with (1 - done)")
+        raise Diagnosis("bootstrapping through a terminal step: terminations[5] = 1 at the last step, but A[5] "
+                        "changes with next_value (the first state of the next episode); mask it with "
+                        "(1 - terminations[t])")
 
 
 def _probe_rollout_cut(run, long):
@@ -203,7 +226,7 @@ def _probe_coefficients(run, long):
         raise Diagnosis("the TD error is missing gamma: delta_t = r_t + gamma * V(s_{t+1}) - V(s_t)")
 
 
-def _probe_returns(case, adv, ret, dname):
+def _probe_returns(case, adv, ret):
     values = case["values"]
     if torch.allclose(ret, adv + values, atol=_ATOL):
         return
@@ -212,9 +235,9 @@ def _probe_returns(case, adv, ret, dname):
                         "+ values (the critic's regression targets)")
     if torch.allclose(ret, adv - values, atol=_ATOL):
         raise Diagnosis("returns = advantages - values; it should be advantages + values")
-    dones = torch.clamp(case["terminations"] + case["truncations"], max=1.0)
+    ended = torch.clamp(case["terminations"] + case["truncations"], max=1.0)
     for nv in (None, case["next_value"]):
-        if torch.allclose(ret, discounted_returns(case["rewards"], dones, case["gamma"], nv), atol=_ATOL):
+        if torch.allclose(ret, discounted_returns(case["rewards"], ended, case["gamma"], nv), atol=_ATOL):
             raise Diagnosis("returns are plain discounted rewards; PPO's value targets are the lambda-returns, "
                             "returns = advantages + values")
     t, n = divmod(int((ret - adv - values).abs().argmax()), values.shape[1])
@@ -222,27 +245,27 @@ def _probe_returns(case, adv, ret, dname):
                     f"expected {float(adv[t, n] + values[t, n]):.4f}, got {float(ret[t, n]):.4f}")
 
 
-def _compare(run, cases, dname, probes):
+def _compare(run, cases, probes):
     """Run every case; on the first wrong advantage run the probes, then a generic diagnosis."""
     results = [(case, run(case), _reference(case)) for case in cases]
     for case, (adv, _), (ref_adv, _) in results:
         if not torch.allclose(adv, ref_adv, atol=_ATOL):
             for probe in probes:
                 probe()
-            raise Diagnosis(_advantage_mismatch(case, adv, ref_adv, dname))
+            raise Diagnosis(_advantage_mismatch(case, adv, ref_adv))
     for case, (adv, ret), _ in results:
-        _probe_returns(case, adv, ret, dname)
+        _probe_returns(case, adv, ret)
 
 
-def _advantage_mismatch(case, adv, ref_adv, dname) -> str:
+def _advantage_mismatch(case, adv, ref_adv) -> str:
     """The generic diagnosis: where the advantages differ most, with that environment's inputs."""
     T, N = ref_adv.shape
     t, n = divmod(int((adv - ref_adv).abs().argmax()), N)
     ends = ""
     if case["terminations"][:, n].any():
-        ends += f", {dname}[:, {n}] = {_dones_desc(case, env=n)}"
+        ends += f", terminations[:, {n}] = {_flags_desc(case, env=n)}"
     if case["truncations"][:, n].any():
-        ends += f", truncations[:, {n}] = {_dones_desc(case, 'truncations', n)}"
+        ends += f", truncations[:, {n}] = {_flags_desc(case, 'truncations', n)}"
     return (f"advantages differ in case '{case['name']}' (T={T}, N={N}, gamma={case['gamma']}, "
             f"lambda={case['lam']}{ends}): at t={t}, env {n} expected {float(ref_adv[t, n]):.4f}, got "
             f"{float(adv[t, n]):.4f}; rewards[:, {n}] = {fmt(case['rewards'][:, n], significant=True)}, "
@@ -253,7 +276,7 @@ def _advantage_mismatch(case, adv, ref_adv, dname) -> str:
 def _basic_cases():
     return [
         _case("one long episode cut by the rollout", 8, 1, seed=1),
-        _case("episode ending mid-rollout (dones[3] = 1)", 8, 1, seed=2, terminated=[(3, 0)]),
+        _case("episode ending mid-rollout (terminations[3] = 1)", 8, 1, seed=2, terminated=[(3, 0)]),
         _case("episode ending at the last step", 6, 1, seed=3, terminated=[(5, 0)]),
         _case("T = 1", 1, 2, seed=5, terminated=[(0, 1)]),
         _case("several envs, several episode ends", 10, 4, seed=6,
@@ -268,28 +291,31 @@ def _basic_cases():
 # ex03 task 1
 # --------------------------------------------------------------------------------------------
 def check_gae(compute_gae, quiet: bool = False):
-    """Check ``compute_gae(rewards, values, dones, next_value, gamma, gae_lambda) -> (advantages, returns)``.
+    """Check ``compute_gae(rewards, values, terminations, truncations, next_value, final_values=None, gamma=0.99,
+    gae_lambda=0.95) -> (advantages, returns)`` on rollouts without truncations (ex03 task 1).
 
-    Contract: ``rewards``, ``values``, ``dones`` are ``(T, N)`` float32, ``next_value`` is ``(N,)``
-    (V of the observation after the rollout); ``dones[t] = 1`` if the episode terminated at step t,
-    so nothing is bootstrapped past it; the last step bootstraps from ``next_value`` unless done.
-    Returns ``(advantages, returns)``, both ``(T, N)`` float32, with returns = advantages + values.
-    Compared with :func:`ppo_course.advantages.compute_gae` (no truncations) on a long episode cut
-    by the rollout, an episode ending mid-rollout and at the last step, T = 1, several envs,
-    lambda = 0 and 1; when it differs, the dependence of A on each input is probed to name the bug.
+    Contract: the package's signature; ``rewards``, ``values``, ``terminations``, ``truncations`` are
+    ``(T, N)`` float32, ``next_value`` is ``(N,)`` (V of the observation after the rollout);
+    ``terminations[t] = 1`` if the episode terminated at step t, so nothing is bootstrapped past it;
+    the last step bootstraps from ``next_value`` unless terminated. Here ``truncations`` and
+    ``final_values`` are all zeros, so the function may ignore them. Returns ``(advantages, returns)``,
+    both ``(T, N)`` float32, with returns = advantages + values. Compared with
+    :func:`ppo_course.advantages.compute_gae` on a long episode cut by the rollout, an episode ending
+    mid-rollout and at the last step, T = 1, several envs, lambda = 0 and 1; when it differs, the
+    dependence of A on each input is probed to name the bug.
 
     Returns:
         The :class:`~ppo_course.checks.CheckResult` (printed unless ``quiet``).
     """
 
     def body():
-        run = _Runner(compute_gae, with_truncation=False)
-        _compare(run, _basic_cases(), "dones", [lambda: _probe_recursion(run, "dones")])
+        run = _Runner(compute_gae, zero_final_values=True)
+        _compare(run, _basic_cases(), [lambda: _probe_recursion(run)])
         return ("equals ppo_course.advantages.compute_gae on 8 rollouts: a cut episode, episode ends mid-rollout and "
                 "at the last step, T = 1, several envs, lambda = 0 and 1; returns = advantages + values")
 
     return run_check("compute_gae", body, hint="loop backwards over t: delta, then A_t = delta_t + gamma * lambda * "
-                     "(1 - done_t) * A_{t+1}", quiet=quiet)
+                     "(1 - terminations[t]) * A_{t+1}", quiet=quiet)
 
 
 # --------------------------------------------------------------------------------------------
@@ -338,9 +364,9 @@ def _probe_truncation(run):
                         "final_values[2]; termination wins: delta = r - V(s)")
 
 
-def check_gae_with_truncation(compute_gae_with_truncation, quiet: bool = False):
-    """Check ``compute_gae_with_truncation(rewards, values, terminations, truncations, next_value,
-    final_values, gamma, gae_lambda) -> (advantages, returns)``.
+def check_gae_with_truncation(compute_gae, quiet: bool = False):
+    """Check ``compute_gae(rewards, values, terminations, truncations, next_value, final_values=None, gamma=0.99,
+    gae_lambda=0.95) -> (advantages, returns)`` with truncations too (ex03 task 2).
 
     Contract: as :func:`ppo_course.advantages.compute_gae`: ``(T, N)`` float32 inputs except
     ``next_value`` ``(N,)``; a terminated step bootstraps from nothing, a truncated step from
@@ -354,7 +380,7 @@ def check_gae_with_truncation(compute_gae_with_truncation, quiet: bool = False):
     """
 
     def body():
-        run = _Runner(compute_gae_with_truncation, with_truncation=True)
+        run = _Runner(compute_gae)
         cases = _basic_cases() + [
             _case("truncation at step 3", 8, 1, seed=21, truncated=[(3, 0)]),
             _case("truncation at the last step", 6, 2, seed=22, truncated=[(5, 0)], terminated=[(5, 1)]),
@@ -366,12 +392,11 @@ def check_gae_with_truncation(compute_gae_with_truncation, quiet: bool = False):
                   lam=1.0),
             _case("truncations, lambda = 0", 9, 2, seed=27, truncated=[(4, 0)], terminated=[(6, 1)], lam=0.0),
         ]
-        _compare(run, cases, "terminations",
-                 [lambda: _probe_recursion(run, "terminations"), lambda: _probe_truncation(run)])
+        _compare(run, cases, [lambda: _probe_recursion(run), lambda: _probe_truncation(run)])
         return ("equals ppo_course.advantages.compute_gae on 15 rollouts: truncations mid-rollout and at the last "
                 "step (bootstrap from final_values), terminations, both at once, several envs, T = 1, lambda = 0 "
                 "and 1; returns = advantages + values")
 
-    return run_check("compute_gae_with_truncation", body,
+    return run_check("compute_gae with truncation", body,
                      hint="V(s') is values[t+1], final_values[t] if truncated, next_value at the end; any done stops "
                           "the recursion", quiet=quiet)

@@ -238,7 +238,7 @@ def _value_variants(new, old, ret, eps):
 
 def _value_per_sample(fn, new, old, ret) -> None:
     """Each case alone, as a batch of one."""
-    expected_each = torch.stack([ref.value_loss(new[i:i + 1], ret[i:i + 1], old[i:i + 1], CLIP)
+    expected_each = torch.stack([ref.value_loss(new[i:i + 1], old[i:i + 1], ret[i:i + 1], CLIP)
                                  for i in range(len(new))])
     got_each = _per_sample(fn, new, old, ret, extra=(CLIP,))
 
@@ -252,7 +252,7 @@ def _value_per_sample(fn, new, old, ret) -> None:
 
 def _value_batch(got_full, new, old, ret) -> None:
     """The whole batch at once: the mean over (batch,) tensors, not a (batch, batch) broadcast or a sum."""
-    expected = ref.value_loss(new, ret, old, CLIP)
+    expected = ref.value_loss(new, old, ret, CLIP)
     if not _close(got_full, expected):
         broadcast = 0.5 * torch.max((new[:, None] - ret) ** 2,
                                     (old[:, None] + torch.clamp(new[:, None] - old[:, None], -CLIP, CLIP)
@@ -267,17 +267,37 @@ def _value_batch(got_full, new, old, ret) -> None:
                         f"expected the mean {expected.item():.4f}")
 
 
+def _value_unclipped(fn, new, old, ret) -> None:
+    """``clip_coef=None`` (also the default): the plain 0.5 * mean((V - R)^2); ``old_values`` unused, may be None."""
+    expected = ref.value_loss(new, None, ret)
+    for args, call in (((new, old, ret, None), "value_loss(new_values, old_values, returns, None)"),
+                       ((new, None, ret), "value_loss(new_values, None, returns)")):
+        try:
+            got = _scalar(fn(*args), "value_loss")
+        except TypeError as exc:
+            raise Diagnosis(f"{call} raised TypeError ({exc}): clip_coef defaults to None, which means no "
+                            "clipping: return 0.5 * mean((new_values - returns) ** 2) and leave old_values "
+                            "alone (it may be None)") from None
+        if not _close(got, expected):
+            raise Diagnosis(f"{call} gives {got.item():.4f}, expected the unclipped loss "
+                            f"0.5 * mean((new_values - returns) ** 2) = {expected.item():.4f}: clip_coef=None "
+                            "means no clipping")
+
+
 def check_value_loss(fn: Callable, quiet: bool = False) -> CheckResult:
-    """Check ``value_loss(new_values, old_values, returns, clip_coef) -> 0-d tensor``.
+    """Check ``value_loss(new_values, old_values, returns, clip_coef=None) -> 0-d tensor``.
 
     Verifies CleanRL's clipped value loss ``0.5 * mean(max((V - R)^2, (V_clip - R)^2))`` with
-    ``V_clip = old + clamp(V - old, -eps, eps)`` on values that moved by less and by more than
-    eps, towards and away from the return; a batch of one; the mean over the batch; that the
-    result is a scalar and not a ``(batch, batch)`` broadcast.
+    ``V_clip = old + clamp(V - old, -eps, eps)`` against :func:`ppo_course.losses.value_loss` on
+    values that moved by less and by more than eps, towards and away from the return; a batch of
+    one; the mean over the batch; that the result is a scalar and not a ``(batch, batch)``
+    broadcast; and, with ``clip_coef=None`` (the default), the plain ``0.5 * mean((V - R)^2)``
+    with ``old_values`` unused (None).
 
     Args:
-        fn: the learner's function; three ``(batch,)`` float32 tensors (note the order:
-            new values, old values, returns) and a float.
+        fn: the learner's function; three ``(batch,)`` float32 tensors (note the order, that of
+            ``clipped_surrogate`` and ``ppo_loss``: new values, old values, returns) and a float
+            or None.
 
     Returns:
         The :class:`CheckResult` (printed unless ``quiet``).
@@ -297,8 +317,9 @@ def check_value_loss(fn: Callable, quiet: bool = False) -> CheckResult:
         out = _scalar(fn(new_g, old, ret, CLIP), "value_loss")
         if not out.requires_grad:
             raise Diagnosis("the value loss carries no gradient to new_values (detached, .item() or torch.tensor?)")
+        _value_unclipped(fn, new, old, ret)
         return (f"{len(new)} cases (value moved less/more than eps, towards/away from the return), batch of 1, "
-                "mean over the batch, gradient reaches new_values")
+                "mean over the batch, gradient reaches new_values, clip_coef=None gives the unclipped loss")
 
     return run_check("value_loss", body,
                      hint="V_clip = old + clamp(new - old, -eps, eps); 0.5 * mean(max((new-R)^2, (V_clip-R)^2))",
@@ -328,7 +349,7 @@ def _reference_total(new_lp, old_lp, adv, new_v, old_v, ret, ent, clip, vf, ent_
 def _loss_variants(new_lp, old_lp, adv, new_v, old_v, ret, ent, clip, vf, c2):
     norm = ref.normalize_advantages(adv)
     pg = ref.clipped_surrogate(new_lp, old_lp, norm, clip)
-    v = ref.value_loss(new_v, ret, old_v, clip)
+    v = ref.value_loss(new_v, old_v, ret, clip)
     s = ent.mean()
     return {
         "the entropy bonus has the wrong sign: minimising this loss would make the policy less random — "
@@ -343,14 +364,14 @@ def _loss_variants(new_lp, old_lp, adv, new_v, old_v, ret, ent, clip, vf, c2):
         "+ vf_coef * value)": pg - c2 * s - vf * v,
         "value targets are not detached: your value target moves with new_values (returns recomputed as "
         "advantages + new_values?) — use the returns argument, computed from the rollout's values, as a "
-        "constant": pg - c2 * s + vf * ref.value_loss(new_v, adv + new_v, old_v, clip),
+        "constant": pg - c2 * s + vf * ref.value_loss(new_v, old_v, adv + new_v, clip),
         "the entropy bonus is missing: subtract ent_coef * mean(entropy)": pg + vf * v,
         "the value loss is missing: add vf_coef * value_loss(...)": pg - c2 * s,
         "the advantages are normalised without centring: subtract the mean, then divide by the std":
             ref.clipped_surrogate(new_lp, old_lp, adv / (adv.std() + 1e-8), clip) - c2 * s + vf * v,
         "value targets are not detached: your value target moves with new_values (returns recomputed as "
         "normalised advantages + new_values?) — use the returns argument as a constant":
-            pg - c2 * s + vf * ref.value_loss(new_v, norm + new_v, old_v, clip),
+            pg - c2 * s + vf * ref.value_loss(new_v, old_v, norm + new_v, clip),
     }
 
 

@@ -7,6 +7,7 @@ raises :class:`~ppo_course.checks._core.Diagnosis` with the most specific explan
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -14,6 +15,7 @@ from torch import nn
 from torch.distributions import Categorical
 
 from ppo_course.networks import HIDDEN_GAIN, POLICY_GAIN, VALUE_GAIN, layer_init as _reference_layer_init
+from ppo_course.networks import sample_and_score as _reference_sample_and_score
 
 from ._core import Diagnosis, close, expect_tensor, fmt, run_check
 
@@ -29,6 +31,8 @@ _LOGITS = torch.tensor([
     [0.01, -0.02, 0.03, 0.0],
 ])
 _LARGE_ROW = 2
+# Actions to score (the update phase): none of them the most likely one of its row, so that an argmax shows.
+_GIVEN = torch.tensor([2, 3, 1, 0, 1])
 
 
 def _observations(batch: int, obs_dim: int, seed: int) -> torch.Tensor:
@@ -150,7 +154,7 @@ def check_policy_network(PolicyNetwork, quiet: bool = False):
 
 
 # --------------------------------------------------------------------------------------------
-# ex01 task 2: sample_action
+# ex01 task 2: sample_and_score
 # --------------------------------------------------------------------------------------------
 def _chi_square(counts: torch.Tensor, probs: torch.Tensor) -> float:
     expected = probs * counts.sum()
@@ -267,37 +271,109 @@ def _sampling_frequencies(call, n: int) -> None:
                             f"{fmt(probs)}, got {fmt(freqs)} over {m} draws")
 
 
-def check_sampling(sample_action, quiet: bool = False):
-    """Check ``sample_action(logits) -> (action, logprob, entropy)``.
+def _sampling_scores_given(call, logits) -> None:
+    """With ``action`` given (the update phase): that action back, its log-prob, differentiable; also with
+    ``deterministic=True``, which only concerns choosing."""
+    expected_lp = _reference_sample_and_score(logits, _GIVEN)[1]
+    sampled = call(logits)[0]
+    action, logprob, entropy = call(logits, action=_GIVEN.clone())
+    _batch_shape(logprob, "logprob of given actions", len(_GIVEN))
+    if not torch.equal(action.long(), _GIVEN):
+        if torch.equal(action.long(), sampled.long()):
+            raise Diagnosis("when actions are given (the update phase) return them with their log-probs; you "
+                            "sampled new ones: choose an action only if action is None")
+        raise Diagnosis(f"when actions are given, return them unchanged: given {_GIVEN.tolist()}, got "
+                        f"{action.tolist()}")
+    if not close(logprob, expected_lp):
+        if close(logprob, Categorical(logits=logits).log_prob(sampled)):
+            raise Diagnosis("the log-probs returned with given actions are those of freshly sampled actions: score "
+                            "the given ones, log pi(action)")
+        i = int((logprob - expected_lp).abs().argmax())
+        raise Diagnosis(f"logprob of the given action is not log pi(action): logits {fmt(logits[i])}, action "
+                        f"{int(_GIVEN[i])}: expected {float(expected_lp[i]):.4f}, got {float(logprob[i]):.4f}")
+    _sampling_entropy(logits, logprob, entropy)
+    leaf = logits.clone().requires_grad_()
+    if not call(leaf, action=_GIVEN.clone())[1].requires_grad:
+        raise Diagnosis("the log-probs of given actions are detached from the logits: the update's ratio needs "
+                        "their gradient")
+    if not torch.equal(call(logits, action=_GIVEN.clone(), deterministic=True)[0].long(), _GIVEN):
+        raise Diagnosis("with actions given, deterministic=True must not replace them: it only decides how an "
+                        "action is chosen when action is None")
 
-    Contract: ``logits`` is ``(batch, n_actions)`` float32; ``action`` is ``(batch,)`` int64 drawn
-    from softmax(logits); ``logprob`` is ``(batch,)`` log pi(action), differentiable w.r.t. the logits;
-    ``entropy`` is ``(batch,)`` in nats, summed over actions. Compared with
-    ``Categorical(logits=logits)`` on fixed logits (large ones included) and batch 1; the frequencies
-    of 8,000 seeded draws must match the softmax (chi-square test), which catches argmax.
+
+def _sampling_deterministic(call, logits) -> None:
+    """``deterministic=True`` (evaluation): the most likely action of each row, scored like any other."""
+    top2 = logits.topk(2, dim=-1).values
+    rows = torch.nonzero(top2[:, 0] > top2[:, 1]).flatten()  # rows whose argmax is unique
+    best = logits.argmax(dim=-1)
+    action, logprob, _ = call(logits, deterministic=True)
+    if not torch.equal(action[rows].long(), best[rows]):
+        if torch.equal(action.long(), call(logits)[0].long()):
+            raise Diagnosis("deterministic=True is ignored: it must return the most likely action of each row, "
+                            f"logits.argmax(-1) = {best[rows].tolist()}, not a sample")
+        raise Diagnosis(f"deterministic=True should return the most likely action of each row (the argmax of the "
+                        f"logits), {best[rows].tolist()}, got {action[rows].tolist()}")
+    expected_lp = _reference_sample_and_score(logits, best)[1]
+    if not close(logprob[rows], expected_lp[rows]):
+        raise Diagnosis("with deterministic=True the log-prob returned is not that of the chosen (most likely) "
+                        "action")
+
+
+_SIGNATURE = "sample_and_score(logits, action=None, deterministic=False)"
+
+
+def _check_signature(fn) -> None:
+    """The package's signature, names included (the checks pass action= and deterministic= by name)."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(_LOGITS, action=None, deterministic=False)
+    except TypeError as exc:
+        raise Diagnosis(f"keep the signature {_SIGNATURE} ({exc})") from None
+
+
+def check_sampling(sample_and_score, quiet: bool = False):
+    """Check ``sample_and_score(logits, action=None, deterministic=False) -> (action, logprob, entropy)``.
+
+    Contract: that of :func:`ppo_course.networks.sample_and_score`. ``logits`` is
+    ``(batch, n_actions)`` float32; with ``action`` None, ``action`` is ``(batch,)`` int64 drawn from
+    softmax(logits), or its argmax when ``deterministic``; with ``action`` given (``(batch,)`` int64,
+    the update phase) the same actions come back, scored. ``logprob`` is ``(batch,)`` log pi(action),
+    differentiable w.r.t. the logits; ``entropy`` is ``(batch,)`` in nats, summed over actions.
+    Compared with ``Categorical(logits=logits)`` and the package's ``sample_and_score`` on fixed logits
+    (large ones included) and batch 1; the frequencies of 8,000 seeded draws must match the softmax
+    (chi-square test), which catches argmax.
 
     Returns:
         The :class:`~ppo_course.checks.CheckResult` (printed unless ``quiet``).
     """
 
-    def call(logits):
+    def call(logits, **kwargs):
         torch.manual_seed(0)
-        out = sample_action(logits)
+        out = sample_and_score(logits, **kwargs)
         if not isinstance(out, (tuple, list)) or len(out) != 3:
-            raise Diagnosis("sample_action should return a tuple (action, logprob, entropy)")
+            raise Diagnosis("sample_and_score should return a tuple (action, logprob, entropy)")
         return [expect_tensor(x, n) for x, n in zip(out, ("action", "logprob", "entropy"))]
 
     def body():
+        _check_signature(sample_and_score)
         logits = _LOGITS.clone()
         action, logprob, entropy = _sampling_shapes(call, logits)
         _sampling_logprob(logits, action, logprob)
         _sampling_entropy(logits, logprob, entropy)
         _sampling_gradients(call, logits)
         _sampling_frequencies(call, logits.shape[1])
+        _sampling_scores_given(call, logits)
+        _sampling_deterministic(call, logits)
         return ("shapes (batch,) incl. batch 1, int64 actions, log-probs and entropies equal Categorical(logits=...) "
-                "(large logits too), differentiable, frequencies of 8,000 draws match the softmax")
+                "(large logits too), differentiable, frequencies of 8,000 draws match the softmax; given actions "
+                "are scored, not resampled; deterministic=True takes the argmax")
 
-    return run_check("sample_action", body, hint="Categorical(logits=logits): sample, log_prob, entropy", quiet=quiet)
+    return run_check("sample_and_score", body,
+                     hint="Categorical(logits=logits): choose an action only if none is given, then log_prob and "
+                          "entropy", quiet=quiet)
 
 
 # --------------------------------------------------------------------------------------------
