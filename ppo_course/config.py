@@ -247,7 +247,7 @@ ENV_DEFAULTS: dict[str, dict[str, Any]] = {
     # are child processes that wait while the network runs, so the network may use all the cores;
     # measured on 2 cores, training on basic ran 1.6x faster (267 vs 163 steps/s) than with 1 thread.
     # env_groups 2: the 8 games are two vector envs of 4; while the policy acts for one, a background
-    # thread steps the other (the rollout drops PyTorch to one thread meanwhile; see RolloutCollector).
+    # thread steps the other (the rollout drops PyTorch to one thread meanwhile; see pipelined.PipelinedCollector).
     # The update still uses every core. benchmarks/RESULTS.md has the A/B.
     #
     # basic: one monster, 3 actions, episodes of at most 300 tics (75 agent steps). Native reward
