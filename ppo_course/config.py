@@ -244,11 +244,11 @@ ENV_DEFAULTS: dict[str, dict[str, Any]] = {
     # coefficients set the reward scale on purpose, and the critic should learn returns in those
     # units -- and advantages normalised per minibatch. Minibatches are whole environment sequences, so
     # num_minibatches divides num_envs. torch_threads 0 (PyTorch's default: every core): the games
-    # are child processes that wait while the network runs, so the network may use all the cores;
-    # measured on 2 cores, training on basic ran 1.6x faster (267 vs 163 steps/s) than with 1 thread.
+    # are child processes that wait while the network runs, so the network may use all the cores.
     # env_groups 2: the 8 games are two vector envs of 4; while the policy acts for one, a background
-    # thread steps the other (the rollout drops PyTorch to one thread meanwhile; see pipelined.PipelinedCollector).
-    # The update still uses every core. benchmarks/RESULTS.md has the A/B.
+    # thread steps the other (the rollout drops PyTorch to one thread meanwhile; see
+    # pipelined.PipelinedCollector). The update still uses every core. benchmarks/RESULTS.md has the
+    # A/B measurements of both choices.
     #
     # basic: one monster, 3 actions, episodes of at most 300 tics (75 agent steps). Native reward
     # (+101 kill, -5 per shot, -1 per tic; best about 95). Scaled by 0.01 at the source (instead
