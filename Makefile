@@ -47,13 +47,13 @@ install: $(VENV)/.installed-$(EXTRAS)
 # and opens notebook 00. It is told --allow-root only when run as root (Docker, cloud VMs, WSL), and
 # --no-browser only on a Linux machine with no display, where it prints the URL with its token.
 lab: install
-	@args="--port=$(PORT) --ServerApp.root_dir=$(CURDIR) --LabApp.default_url=/lab/tree/$(START_NOTEBOOK)"; \
-	if [ "$$(id -u)" = 0 ]; then args="$$args --allow-root"; fi; \
+	@args=(--port=$(PORT) "--ServerApp.root_dir=$(CURDIR)" "--LabApp.default_url=/lab/tree/$(START_NOTEBOOK)"); \
+	if [ "$$(id -u)" = 0 ]; then args+=(--allow-root); fi; \
 	if [ "$$(uname -s)" = Linux ] && [ -z "$${DISPLAY}$${WAYLAND_DISPLAY}" ]; then \
-		args="$$args --no-browser"; \
+		args+=(--no-browser); \
 		echo "No display here: open the http://... URL that JupyterLab prints below in a browser."; \
 	fi; \
-	exec $(VENV)/bin/jupyter lab $$args $(LAB_ARGS)
+	exec "$(VENV)/bin/jupyter" lab "$${args[@]}" $(LAB_ARGS)
 
 # Unit tests, CLI tests, and every notebook under nbval, all in fast mode; a failing exercise check
 # in a solution notebook raises (strict checks), so nbval sees it.
