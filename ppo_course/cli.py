@@ -135,11 +135,47 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = saved.replace(**overrides)
     else:
         config = PPOConfig.from_presets(args.presets or ["defaults"], **overrides)
-    result = train(config, logdir, resume=args.resume, progress=not args.no_progress, restart=args.restart)
+    stop = _StopRequest()
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result = train(config, logdir, resume=args.resume, progress=not args.no_progress, restart=args.restart,
+                       should_stop=lambda: stop.requested)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if result.stopped_early:
+        print(f"ppo-course: interrupted; {_what_was_kept(logdir)}", file=sys.stderr)
+        return 130
     best = f"{result.best_return:.1f}" if result.best_return is not None else "n/a"
     print(f"trained {result.global_step} steps; best evaluation return {best}; "
           f"last evaluation: {result.last_eval}; checkpoints in {logdir}")
     return 0
+
+
+class _StopRequest:
+    """The first Ctrl-C or SIGTERM asks the run to stop after the current update (which is then logged and
+    checkpointed); a second one stops at once (checkpoint writes are atomic, so nothing is corrupted)."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __call__(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nppo-course: stopping after the current update and saving it (press Ctrl-C again to stop at once)",
+              file=sys.stderr, flush=True)
+
+
+def _what_was_kept(logdir: Path) -> str:
+    """The truth about a run directory after an interruption: its checkpoint's step, or that there is none."""
+    from .checkpoint import LATEST, CheckpointError, load_checkpoint
+
+    try:
+        step = load_checkpoint(logdir / LATEST)["global_step"]
+    except (CheckpointError, FileNotFoundError, OSError):
+        return "nothing was saved yet"
+    return f"checkpoint at step {step:,} kept in {logdir / LATEST}"
 
 
 def _load_for_eval(args: argparse.Namespace):
@@ -244,7 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ppo-course: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print("ppo-course: interrupted; the last checkpoint written is kept", file=sys.stderr)
+        kept = f"; {_what_was_kept(Path(args.logdir))}" if args.command == "train" else ""
+        print(f"ppo-course: interrupted{kept}", file=sys.stderr)
         return 130
 
 

@@ -242,6 +242,8 @@ class TrainResult:
     best_return: float | None
     last_eval: EvalResult | None
     history: list[dict[str, float]] = field(default_factory=list)  #: one metrics row per update
+    #: True when ``should_stop`` asked the run to stop before ``total_timesteps`` (a checkpoint was written)
+    stopped_early: bool = False
 
 
 @dataclass
@@ -278,7 +280,7 @@ class _Run:
 
 def train(config: PPOConfig, run_dir: str | Path | None = None, resume: bool = False, tensorboard: bool = True,
           progress: bool = True, callback: Callable[[dict[str, float]], None] | None = None,
-          restart: bool = False) -> TrainResult:
+          restart: bool = False, should_stop: Callable[[], bool] | None = None) -> TrainResult:
     """Train a PPO agent on ``config.env_id``.
 
     Each update: collect ``num_steps`` x ``num_envs`` transitions, bootstrap V at the cut,
@@ -294,6 +296,9 @@ def train(config: PPOConfig, run_dir: str | Path | None = None, resume: bool = F
             states); ``config.total_timesteps`` may be raised to train longer.
         restart: ``run_dir`` may hold an earlier run: move it aside (``<run_dir>.old-<date-time>``)
             and start over. Without ``resume`` or ``restart`` a folder that holds a run is refused.
+        should_stop: polled after every update; when it returns True the run stops there, after that
+            update's metrics row is logged, and writes ``latest.pt`` (the CLI sets it on the first
+            Ctrl-C or SIGTERM, so an interrupted run keeps every finished update).
         tensorboard: also write TensorBoard event files.
         progress: show a tqdm progress bar.
         callback: called with each update's metrics row (the live dashboard uses it).
@@ -324,6 +329,7 @@ def train(config: PPOConfig, run_dir: str | Path | None = None, resume: bool = F
     run.lock = lock
     bar = _progress_bar(run, progress)
     phase = "start"  # "rollout" | "update" | "bookkeeping": what an interruption would cut short
+    stopped_early = False
     try:
         while run.global_step < config.total_timesteps:
             run.update += 1
@@ -339,13 +345,18 @@ def train(config: PPOConfig, run_dir: str | Path | None = None, resume: bool = F
             if callback:
                 callback(row)
             _show_progress(bar, run, row)
+            if should_stop is not None and should_stop() and run.global_step < config.total_timesteps:
+                _save(run, LATEST)
+                stopped_early = True
+                break
     except KeyboardInterrupt:
         _keep_finished_work(run, phase)
         raise
     finally:
         bar.close()
         run.close()
-    return TrainResult(run.agent, config, run.run_dir, run.global_step, run.best_return, run.last_eval, run.history)
+    return TrainResult(run.agent, config, run.run_dir, run.global_step, run.best_return, run.last_eval, run.history,
+                       stopped_early)
 
 
 # -- the phases of train() ----------------------------------------------------------------------------

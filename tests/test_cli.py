@@ -182,3 +182,69 @@ def test_logdir_that_is_a_file_and_misspelt_options_are_one_line_errors(tmp_path
     misspelt = run("train", "--env", "CartPole-v1", "--learning-rat", "5e-4", "--logdir", tmp_path / "x")
     assert misspelt.returncode == 2 and "unrecognized arguments: --learning-rat" in misspelt.stderr
     assert not (tmp_path / "x").exists()
+
+
+# -- interrupts keep every finished update ------------------------------------------------------------
+def _endless_run(logdir):
+    return subprocess.Popen([*CLI, "train", "--env", "CartPole-v1", "--preset", "debug", "--logdir", str(logdir),
+                             "--total-timesteps", "100000000", "--eval-interval", "0", "--eval-episodes", "1",
+                             "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_rows(logdir, proc, rows, timeout=120):
+    import time
+
+    from ppo_course.logging import read_metrics
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if len(read_metrics(logdir)["global_step"]) >= rows:
+                return
+        except (FileNotFoundError, KeyError, ValueError):
+            pass
+        time.sleep(0.1)
+    raise AssertionError("the run logged too few updates in time")
+
+
+def test_ctrl_c_finishes_the_update_logs_it_and_checkpoints_it(tmp_path):
+    """No evaluation has run (eval_interval 0), yet every finished update is kept: the checkpoint is at the
+    last logged row's step, and the message says so."""
+    import signal
+
+    from ppo_course import PPOConfig
+    from ppo_course.checkpoint import load_checkpoint
+    from ppo_course.logging import read_metrics
+
+    proc = _endless_run(tmp_path)
+    _wait_for_rows(tmp_path, proc, 3)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    steps = read_metrics(tmp_path)["global_step"]
+    saved = load_checkpoint(tmp_path / "latest.pt")["global_step"]
+    batch = PPOConfig.from_presets(["debug"], env_id="CartPole-v1").batch_size
+    assert saved == steps[-1] and len(steps) == saved // batch  # every finished update: logged and saved
+    assert f"checkpoint at step {saved:,}" in stderr.strip().splitlines()[-1]
+
+
+def test_a_second_ctrl_c_stops_at_once_and_says_what_was_kept(tmp_path):
+    import signal
+    import time
+
+    proc = _endless_run(tmp_path)
+    _wait_for_rows(tmp_path, proc, 1)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    last = stderr.strip().splitlines()[-1]
+    if (tmp_path / "latest.pt").exists():
+        from ppo_course.checkpoint import load_checkpoint
+
+        assert f"checkpoint at step {load_checkpoint(tmp_path / 'latest.pt')['global_step']:,}" in last
+    else:
+        assert "nothing was saved yet" in last
+    assert not list(tmp_path.glob("*.tmp"))
