@@ -174,15 +174,21 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 def resolve_checkpoint(logdir: str | os.PathLike, checkpoint: str = BEST) -> Path:
     """The checkpoint file for ``logdir`` and a name (``best.pt``, ``latest.pt``) or a path.
 
+    A bare name is looked up inside ``logdir`` (never in the working directory); ``checkpoint`` is
+    taken as a path only when it says so, with a folder in it (``./best.pt``, ``/tmp/x.pt``).
     Falls back from a missing ``best.pt`` to ``latest.pt``.
 
     Raises:
         CheckpointError: the run directory or the checkpoint does not exist.
     """
     candidate = Path(checkpoint)
-    if candidate.is_file():
+    if len(candidate.parts) > 1 or candidate.is_absolute():
+        if not candidate.is_file():
+            raise CheckpointError(f"no checkpoint file {candidate}")
         return candidate
     logdir = Path(logdir)
+    if logdir.exists() and not logdir.is_dir():
+        raise CheckpointError(f"{logdir} is a file, not a run directory")
     if not logdir.is_dir():
         raise CheckpointError(f"run directory {logdir} does not exist")
     path = logdir / checkpoint

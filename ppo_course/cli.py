@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import sys
 from dataclasses import fields
@@ -65,6 +66,35 @@ def _field_parser(annotation: Any):
     return hints.get(str(annotation), str)
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+_NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def _join_negative_values(argv: Sequence[str]) -> list[str]:
+    """``--learning-rate -3e-4`` -> ``--learning-rate=-3e-4``: argparse takes ``-3e-4`` for an option
+    otherwise (its negative-number rule does not cover exponents), and the value would be lost."""
+    out: list[str] = []
+    for token in argv:
+        if out and _NEGATIVE_NUMBER.match(token) and out[-1].startswith("--") and "=" not in out[-1]:
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
+
+
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("hyperparameters (override the presets; defaults shown before presets)")
     helps = field_help()
@@ -100,13 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
                            allow_abbrev=False)
         p.add_argument("--logdir", required=True, help="run directory written by train")
         p.add_argument("--checkpoint", default="best.pt", help="best.pt, latest.pt, or a path to a .pt file")
-        p.add_argument("--episodes", type=int, default=100 if name == "eval" else 5, help="episodes to run")
+        p.add_argument("--episodes", type=_positive_int, default=100 if name == "eval" else 5, help="episodes to run")
         p.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the argmax")
-        p.add_argument("--seed", type=int, default=None, help="seed of the first episode (default: the evaluation seed)")
+        p.add_argument("--seed", type=_non_negative_int, default=None,
+                       help="seed of the first episode (default: the evaluation seed)")
         p.add_argument("--env", default=None, help="environment id (default: the one the agent was trained on)")
         if name == "play":
             p.add_argument("--save-gif", action="store_true", help="save each episode as an animated GIF")
-            p.add_argument("--gif-fps", type=int, default=30, help="frames per second of the GIFs")
+            p.add_argument("--gif-fps", type=_positive_int, default=30, help="frames per second of the GIFs")
             p.add_argument("--gif-dir", default=None, help="where to write GIFs (default: LOGDIR/gifs)")
 
     sub.add_parser("doctor", help="check Python, PyTorch, Gymnasium, Box2D, ViZDoom, GPU and headless rendering")
@@ -126,7 +157,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     overrides = {f.name: getattr(args, f.name) for f in fields(PPOConfig) if hasattr(args, f.name)}
     logdir = Path(args.logdir)
+    if getattr(args, "device", None) not in (None, "auto"):
+        _check_device(args.device)
     if args.resume:
+        if args.presets:
+            raise CLIError("--preset cannot change a resumed run (its settings come from its checkpoint); "
+                           "give single options instead, e.g. --total-timesteps")
         if not (logdir / LATEST).is_file():
             raise CLIError(f"nothing to resume: no {LATEST} in {logdir}")
         saved = PPOConfig.from_dict(load_checkpoint(logdir / LATEST)["config"])
@@ -150,6 +186,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(f"trained {result.global_step} steps; best evaluation return {best}; "
           f"last evaluation: {result.last_eval}; checkpoints in {logdir}")
     return 0
+
+
+def _check_device(name: str) -> None:
+    """``--device`` must name a device this PyTorch can use."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise CLIError(f"--device {name}: not a device name (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError(f"--device {name}: PyTorch sees no CUDA GPU here (use --device auto or cpu)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise CLIError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) visible")
 
 
 class _StopRequest:
@@ -215,13 +265,19 @@ def _cmd_play(args: argparse.Namespace) -> int:
 
     path, agent, config, env_id = _load_for_eval(args)
     gif_dir = Path(args.gif_dir) if args.gif_dir else Path(args.logdir) / "gifs"
+    if args.save_gif:
+        try:
+            gif_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CLIError(f"cannot write GIFs to {gif_dir}: {exc.strerror or exc}") from None
     seed0 = EVAL_SEED if args.seed is None else args.seed
     for episode in range(args.episodes):
         # A fresh policy per episode: a recurrent agent starts each one with a blank memory and
-        # carries its LSTM state from step to step within it. The recording uses the environment's
-        # default settings (for Doom: the scenario's own reward, so the return shown is native).
+        # carries its LSTM state from step to step within it. The recording uses the run's environment
+        # settings (frame skip, frame stack, ...) but not its reward shaping, so the return shown is the
+        # scenario's own.
         policy = agent_policy(agent, deterministic=not args.stochastic)
-        rec = record_episode(policy, env_id, seed=seed0 + episode)
+        rec = record_episode(policy, env_id, seed=seed0 + episode, env_kwargs=_observation_settings(config, env_id))
         line = f"episode {episode + 1}: return {rec.episode_return:.1f}, {rec.length} steps"
         if args.save_gif:
             out = save_video(rec.frames, gif_dir / f"episode_{episode + 1:03d}_return_{rec.episode_return:.0f}.gif",
@@ -231,6 +287,13 @@ def _cmd_play(args: argparse.Namespace) -> int:
     if not args.save_gif:
         print("(rendered headless; add --save-gif to keep the episodes as GIFs)")
     return 0
+
+
+def _observation_settings(config: PPOConfig, env_id: str) -> dict:
+    """The run's environment settings without its reward shaping (none for another environment)."""
+    if env_id != config.env_id:
+        return {}
+    return {k: v for k, v in config.env_kwargs.items() if k != "shaping"}
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
@@ -267,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .trainer import TrainingDiverged
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_negative_values(sys.argv[1:] if argv is None else argv))
     # `kill`, `timeout` and batch schedulers stop a run with SIGTERM: treat it like Ctrl-C, so that the
     # run keeps a consistent checkpoint and closes its environments (ViZDoom's game processes too).
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
@@ -371,6 +372,11 @@ def _set_up(config: PPOConfig, run_dir: Path | None, resume: bool, tensorboard: 
 
     env_groups = make_train_envs(config)
     envs = env_groups[0]  # the only one when rewards are normalised (config.validate sees to it)
+    if not isinstance(envs.single_action_space, gym.spaces.Discrete):
+        for group in env_groups:
+            group.close()
+        raise ConfigError(f"{config.env_id} has a {type(envs.single_action_space).__name__} action space; "
+                          "ppo-course trains Discrete action spaces only")
     agent = build_agent(config, envs.single_observation_space.shape, int(envs.single_action_space.n)).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=config.learning_rate, eps=1e-5)
     if ckpt:

@@ -150,7 +150,7 @@ def test_restart_keeps_the_old_run_aside(tmp_path):
     aside = list(tmp_path.glob("run.old-*"))
     assert len(aside) == 1 and _snapshot(aside[0]) == before, "the old run must be kept whole"
     assert (logdir / "best.pt").is_file() and "moved to" in proc.stdout
-    one_error_line(_debug_train(logdir, "--restart", "--resume"), "choose one")
+    one_error_line(run("train", "--logdir", logdir, "--restart", "--resume", "--no-progress"), "choose one")
 
 
 def test_a_second_process_on_a_locked_run_stops_with_the_holders_pid(tmp_path):
@@ -170,7 +170,7 @@ def test_stale_temporary_files_are_removed_at_the_next_start(tmp_path):
     assert _debug_train(tmp_path).returncode == 0
     stale = tmp_path / "latest.pt.k2j4x9.tmp"  # what a kill during a checkpoint write leaves
     stale.write_bytes(b"half a checkpoint")
-    proc = _debug_train(tmp_path, "--resume", "--total-timesteps", "4096")
+    proc = run("train", "--logdir", tmp_path, "--resume", "--total-timesteps", "4096", "--no-progress")
     assert proc.returncode == 0, proc.stderr
     assert not stale.exists()
 
@@ -248,3 +248,40 @@ def test_a_second_ctrl_c_stops_at_once_and_says_what_was_kept(tmp_path):
     else:
         assert "nothing was saved yet" in last
     assert not list(tmp_path.glob("*.tmp"))
+
+
+# -- bad input: one line, exit 2, nothing written -------------------------------------------------------
+@pytest.mark.parametrize("argv, fragment", [
+    (["eval", "--logdir", "RUN", "--seed", "-1"], "must be 0 or more"),
+    (["play", "--logdir", "RUN", "--gif-fps", "0"], "must be a positive integer"),
+    (["train", "--env", "CartPole-v1", "--device", "cuda:abc", "--logdir", "NEW"], "not a device name"),
+    (["train", "--env", "Pendulum-v1", "--preset", "debug", "--logdir", "NEW"], "Box action space"),
+    (["train", "--logdir", "RUN", "--resume", "--preset", "fast"], "--preset cannot change a resumed run"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(argv, fragment, trained_run, tmp_path):
+    argv = [str(trained_run) if a == "RUN" else str(tmp_path / "new") if a == "NEW" else a for a in argv]
+    before = _snapshot(trained_run)
+    proc = run(*argv)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert fragment in proc.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "new").exists() and _snapshot(trained_run) == before
+
+
+def test_negative_numbers_are_values_not_options(tmp_path):
+    one_error_line(run("train", "--learning-rate", "-3e-4", "--logdir", tmp_path), "learning_rate")
+
+
+def test_a_bare_checkpoint_name_is_looked_up_in_the_run_directory(trained_run, tmp_path):
+    """A best.pt in the working folder must not shadow the run's own."""
+    (tmp_path / "best.pt").write_bytes(b"not the run's checkpoint")
+    proc = run("eval", "--logdir", trained_run, "--episodes", "1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert str(trained_run / "best.pt") in proc.stdout
+    one_error_line(run("eval", "--logdir", tmp_path / "best.pt", "--episodes", "1"), "is a file")
+
+
+def test_play_gif_dir_that_is_a_file_is_one_line(trained_run, tmp_path):
+    a_file = tmp_path / "gifs"
+    a_file.write_text("")
+    one_error_line(run("play", "--logdir", trained_run, "--episodes", "1", "--save-gif", "--gif-dir", a_file),
+                   "cannot write GIFs")

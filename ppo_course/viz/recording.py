@@ -22,7 +22,7 @@ class Recording:
 
 
 def record_episode(policy: PolicyFn, env_id: str, seed: int = 0, max_steps: int | None = None,
-                   frame_skip: int = 1) -> Recording:
+                   frame_skip: int = 1, env_kwargs: dict | None = None) -> Recording:
     """Play one episode with ``policy`` and keep its rendered frames.
 
     Args:
@@ -31,8 +31,9 @@ def record_episode(policy: PolicyFn, env_id: str, seed: int = 0, max_steps: int 
         seed: reset seed of the episode.
         max_steps: stop early after this many steps (None: until the episode ends).
         frame_skip: keep every ``frame_skip``-th frame (smaller files; the return is unaffected).
+        env_kwargs: keyword arguments for :func:`ppo_course.envs.make_env` (Doom's ``frame_stack``, ...).
     """
-    env = make_env(env_id, render_mode="rgb_array")
+    env = make_env(env_id, render_mode="rgb_array", **(env_kwargs or {}))
     try:
         obs, _ = env.reset(seed=seed)
         frames = [env.render()]
