@@ -14,6 +14,9 @@ START_NOTEBOOK ?= notebooks/00_welcome_and_setup.ipynb
 PORT ?= 8888
 LAB_ARGS ?=
 PYTEST_ARGS ?=
+# make test runs the suite in this many processes (pytest-xdist; each test file stays in one process,
+# so a notebook's cells run in order). 1 runs everything in one process.
+TEST_WORKERS ?= 2
 
 .PHONY: lab test exercises bench install torch clean
 
@@ -58,7 +61,7 @@ lab: install
 # Unit tests, CLI tests, and every notebook under nbval, all in fast mode; a failing exercise check
 # in a solution notebook raises (strict checks), so nbval sees it.
 test: install
-	PPO_COURSE_FAST=1 PPO_COURSE_STRICT_CHECKS=1 MPLBACKEND=Agg $(PY) -m pytest -q $(PYTEST_ARGS)
+	PPO_COURSE_FAST=1 PPO_COURSE_STRICT_CHECKS=1 MPLBACKEND=Agg $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Regenerate exercises/ from the marked solution regions in solutions/.
 exercises: install

@@ -315,19 +315,7 @@ def train(config: PPOConfig, run_dir: str | Path | None = None, resume: bool = F
         EnvironmentIdError: ``config.env_id`` is not registered.
     """
     config.validate()
-    run_dir = Path(run_dir) if run_dir is not None else None
-    new_dir = run_dir is not None and not run_dir.exists()
-    lock = open_run_dir(run_dir, resume, restart) if run_dir is not None else None
-    try:
-        run = _set_up(config, run_dir, resume, tensorboard)
-    except BaseException:  # e.g. an unknown environment id: leave nothing behind
-        if lock:
-            lock.release()
-            lock.path.unlink(missing_ok=True)
-            if new_dir and not any(run_dir.iterdir()):
-                run_dir.rmdir()
-        raise
-    run.lock = lock
+    run = _start_run(config, Path(run_dir) if run_dir is not None else None, resume, restart, tensorboard)
     bar = _progress_bar(run, progress)
     phase = "start"  # "rollout" | "update" | "bookkeeping": what an interruption would cut short
     stopped_early = False
@@ -361,6 +349,25 @@ def train(config: PPOConfig, run_dir: str | Path | None = None, resume: bool = F
 
 
 # -- the phases of train() ----------------------------------------------------------------------------
+def _start_run(config: PPOConfig, run_dir: Path | None, resume: bool, restart: bool, tensorboard: bool) -> _Run:
+    """Lock the run directory (:func:`~ppo_course.checkpoint.open_run_dir`), then :func:`_set_up`; a set-up
+    that fails (e.g. an unknown environment id) releases the lock and leaves no new folder behind."""
+    if run_dir is None:
+        return _set_up(config, None, resume, tensorboard)
+    new_dir = not run_dir.exists()
+    lock = open_run_dir(run_dir, resume, restart)
+    try:
+        run = _set_up(config, run_dir, resume, tensorboard)
+    except BaseException:
+        lock.release()
+        lock.path.unlink(missing_ok=True)
+        if new_dir and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        raise
+    run.lock = lock
+    return run
+
+
 def _set_up(config: PPOConfig, run_dir: Path | None, resume: bool, tensorboard: bool) -> _Run:
     """Seeds, environments, agent, optimiser, collector and logger; from ``run_dir/latest.pt`` when resuming."""
     torch.set_num_threads(config.torch_threads or DEFAULT_TORCH_THREADS)

@@ -134,16 +134,15 @@ def _snapshot(folder):
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and p.name != ".lock"}
 
 
-def test_train_refuses_a_folder_that_holds_a_run_and_touches_nothing(tmp_path):
-    assert _debug_train(tmp_path).returncode == 0
-    before = _snapshot(tmp_path)
-    one_error_line(_debug_train(tmp_path), "already holds a run", "--resume", "--restart")
-    assert _snapshot(tmp_path) == before
+def test_train_refuses_a_folder_that_holds_a_run_and_touches_nothing(trained_run, tmp_path):
+    logdir = shutil.copytree(trained_run, tmp_path / "run")
+    before = _snapshot(logdir)
+    one_error_line(_debug_train(logdir), "already holds a run", "--resume", "--restart")
+    assert _snapshot(logdir) == before
 
 
-def test_restart_keeps_the_old_run_aside(tmp_path):
-    logdir = tmp_path / "run"
-    assert _debug_train(logdir).returncode == 0
+def test_restart_keeps_the_old_run_aside(trained_run, tmp_path):
+    logdir = shutil.copytree(trained_run, tmp_path / "run")
     before = _snapshot(logdir)
     proc = _debug_train(logdir, "--restart")
     assert proc.returncode == 0, proc.stderr
@@ -163,14 +162,14 @@ def test_a_second_process_on_a_locked_run_stops_with_the_holders_pid(tmp_path):
         one_error_line(_debug_train(tmp_path), "in use by another training process", f"PID {os.getpid()}")
     finally:
         lock.release()
-    assert _debug_train(tmp_path).returncode == 0  # released: the folder is usable again
+    RunLock(tmp_path).release()  # released: the folder can be locked again
 
 
-def test_stale_temporary_files_are_removed_at_the_next_start(tmp_path):
-    assert _debug_train(tmp_path).returncode == 0
-    stale = tmp_path / "latest.pt.k2j4x9.tmp"  # what a kill during a checkpoint write leaves
+def test_stale_temporary_files_are_removed_at_the_next_start(trained_run, tmp_path):
+    logdir = shutil.copytree(trained_run, tmp_path / "run")
+    stale = logdir / "latest.pt.k2j4x9.tmp"  # what a kill during a checkpoint write leaves
     stale.write_bytes(b"half a checkpoint")
-    proc = run("train", "--logdir", tmp_path, "--resume", "--total-timesteps", "4096", "--no-progress")
+    proc = run("train", "--logdir", logdir, "--resume", "--total-timesteps", "2176", "--no-progress")
     assert proc.returncode == 0, proc.stderr
     assert not stale.exists()
 
