@@ -97,7 +97,7 @@ class RolloutCollector:
                     self.record(t, self.envs.step(actions))    # r_t, terminated/truncated, s_{t+1}
             return self.finish()
 
-    # -- the three pieces of a rollout ------------------------------------------------------------------
+    # -- the four pieces of a rollout -------------------------------------------------------------------
     def begin(self) -> None:
         """Start a rollout: empty per-step storage, gathered as NumPy (one conversion per rollout)."""
         T, N = self.num_steps, self.num_envs
