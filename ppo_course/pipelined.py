@@ -74,6 +74,26 @@ class PipelinedCollector:
     def episode_stats(self) -> list[dict[str, float]]:
         return [s for g in self.groups for s in g.episode_stats]
 
+    def _step_groups(self) -> None:
+        """All ``num_steps`` steps of every group, group g stepping in the background while g + 1 chooses."""
+        T, G = self.num_steps, len(self.groups)
+        pending = [None] * G  # group g's step in flight
+        torch_threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # the other cores are for the group stepping in the background
+        try:
+            with torch.inference_mode():
+                for t in range(T):
+                    for g, group in enumerate(self.groups):
+                        if pending[g] is not None:
+                            group.record(t - 1, pending[g].result())
+                        pending[g] = self._stepper.submit(group.envs.step, group.act(t))
+                for g, group in enumerate(self.groups):
+                    group.record(T - 1, pending[g].result())
+                    pending[g] = None
+        finally:  # never leave a group stepping in the background (e.g. on Ctrl-C): its envs may be closed next
+            wait([p for p in pending if p is not None])
+            torch.set_num_threads(torch_threads)
+
     def close(self) -> None:
         """Stop the background thread and close every group's environments."""
         self._stepper.shutdown()
@@ -84,26 +104,10 @@ class PipelinedCollector:
     def collect(self) -> tuple[RolloutBuffer, torch.Tensor]:
         """One rollout of ``num_steps`` steps in every environment of every group (see
         :meth:`RolloutCollector.collect <ppo_course.rollout.RolloutCollector.collect>`)."""
-        T, G = self.num_steps, len(self.groups)
-        for group in self.groups:
-            group.begin()
-        pending = [None] * G  # group g's step in flight
-        torch_threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # the other cores are for the group stepping in the background
-        try:
-            with weight_snapshot(self.agent), torch.inference_mode():
-                for t in range(T):
-                    for g, group in enumerate(self.groups):  # group g steps while group g + 1 chooses
-                        if pending[g] is not None:
-                            group.record(t - 1, pending[g].result())
-                        pending[g] = self._stepper.submit(group.envs.step, group.act(t))
-                for g, group in enumerate(self.groups):
-                    group.record(T - 1, pending[g].result())
-                    pending[g] = None
-        finally:  # never leave a group stepping in the background (e.g. on Ctrl-C): its envs may be closed next
-            wait([p for p in pending if p is not None])
-            torch.set_num_threads(torch_threads)
-        with weight_snapshot(self.agent):
+        with weight_snapshot(self.agent):  # one copy of the large weights for the whole rollout
+            for group in self.groups:
+                group.begin()
+            self._step_groups()
             parts = [group.finish() for group in self.groups]
         return concat_buffers([buf for buf, _ in parts]), torch.cat([value for _, value in parts])
 
