@@ -77,7 +77,9 @@ def runs_dir(*parts: str, create: bool = True) -> Path:
 # --------------------------------------------------------------------------------------
 BADGE_TAG = "ppo-course-badge"
 SETUP_TAG = "ppo-course-setup"
-COLAB_EXTRAS = "course,doom"
+# Colab already has Jupyter, ipywidgets and pandas (the `course` extra), pinned to versions that work
+# there: install only what it lacks, the package and its Doom extra.
+COLAB_EXTRAS = "doom"
 
 SETUP_TEMPLATE = '''\
 # Set-up: on Colab, install the course package; locally (after `make lab`) this does nothing.
@@ -148,6 +150,23 @@ def stamp(nb, notebook_relpath: str, repo: str | None = None):
     badge["id"], setup["id"] = BADGE_TAG, SETUP_TAG  # fixed ids: re-stamping changes nothing
     nb.cells = [badge, setup, *nb.cells]
     return nb
+
+
+OPTIONAL_TAG = "optional"  # cell tag: outside the 90-minute core path (an instructor may skip it)
+
+
+def is_optional(cell) -> bool:
+    """True for a cell tagged ``optional`` (in its metadata's ``tags``)."""
+    return OPTIONAL_TAG in cell.get("metadata", {}).get("tags", [])
+
+
+def core_path(nb):
+    """A copy of notebook ``nb`` without its ``optional`` cells: the workshop's core path."""
+    import copy
+
+    core = copy.deepcopy(nb)
+    core.cells = [c for c in core.cells if not is_optional(c)]
+    return core
 
 
 def strip_outputs(nb):
