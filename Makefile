@@ -58,10 +58,10 @@ lab: install
 	fi; \
 	exec "$(VENV)/bin/jupyter" lab "$${args[@]}" $(LAB_ARGS)
 
-# Unit tests, CLI tests, and every notebook under nbval, all in fast mode; a failing exercise check
+# Unit tests, CLI tests, and every notebook under nbval, all in fast mode, figures rendered and checked; a failing exercise check
 # in a solution notebook raises (strict checks), so nbval sees it.
 test: install
-	PPO_COURSE_FAST=1 PPO_COURSE_STRICT_CHECKS=1 MPLBACKEND=Agg $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	PPO_COURSE_FAST=1 PPO_COURSE_STRICT_CHECKS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Regenerate exercises/ from the marked solution regions in solutions/.
 exercises: install

@@ -4,11 +4,12 @@
 that need them (``from conftest import assert_caught``), as the bug catalogues do.
 """
 
-import os
-
+import matplotlib
 import pytest
 
-os.environ.setdefault("MPLBACKEND", "Agg")
+# Figures drawn by the Python tests themselves need no screen. (Notebook kernels are separate processes
+# and use the inline backend: see figure_checks.py.)
+matplotlib.use("Agg")
 
 
 @pytest.fixture
