@@ -164,17 +164,20 @@ def minibatch_indices(rng: np.random.Generator, num_steps: int, num_envs: int, n
 def ppo_update(agent: nn.Module, optimizer: torch.optim.Optimizer, buf: RolloutBuffer, advantages: torch.Tensor,
                returns: torch.Tensor, config: PPOConfig, ent_coef: float, rng: np.random.Generator,
                update: int = 0, on_minibatch: Callable[[int, int, torch.Tensor], None] | None = None) -> UpdateStats:
-    """K epochs of shuffled minibatch gradient steps on one rollout (PPO paper, Algorithm 1).
+    """K epochs of shuffled minibatch gradient steps on one rollout (PPO paper, Algorithm 1; CleanRL's ``ppo.py``).
 
-    For a rollout of a recurrent agent (``buf.initial_lstm_state`` is set), minibatches are
-    whole environment sequences re-unrolled from the stored initial state with the stored
-    episode-start masks (see :func:`minibatch_indices`), so before the first gradient step the
-    re-computed log-probabilities are the rollout's. Advantages are normalised per minibatch
-    either way (``config.norm_adv``).
+    The loop notebook 07 has the learner write: every epoch a fresh shuffle cut into minibatches;
+    per minibatch the PPO loss of the re-scored actions (:func:`ppo_course.losses.ppo_loss`,
+    advantages normalised per minibatch when ``config.norm_adv``), ``zero_grad`` / ``backward`` /
+    global gradient-norm clip / ``step``; after each epoch, stop early if the epoch's mean
+    ``approx_kl`` exceeds ``config.target_kl``. For a rollout of a recurrent agent
+    (``buf.initial_lstm_state`` is set) a minibatch is whole environment sequences, re-unrolled
+    from the stored initial state with the stored episode-start flags (:func:`minibatch_indices`),
+    so before the first gradient step the re-computed log-probabilities are the rollout's.
 
     Args:
         agent, optimizer: the network and its optimiser (learning rate already set).
-        buf: the rollout; advantages, returns: ``(T, N)`` from :func:`compute_gae`.
+        buf: the rollout; advantages, returns: ``(T, N)`` float32 from :func:`compute_gae`.
         config: supplies ``update_epochs``, ``num_minibatches``, ``clip_coef``, ``vf_coef``,
             ``clip_vloss``, ``norm_adv``, ``max_grad_norm``, ``target_kl``.
         ent_coef: entropy coefficient for this update (from the schedule).
@@ -183,50 +186,53 @@ def ppo_update(agent: nn.Module, optimizer: torch.optim.Optimizer, buf: RolloutB
         on_minibatch: optional ``f(epoch, minibatch, ratio)`` hook (tests use it to see that
             the first minibatch's ratio is exactly 1).
 
+    Returns:
+        :class:`UpdateStats`: means over the minibatches taken, and the epochs done.
+
     Raises:
         TrainingDiverged: a minibatch loss is NaN or infinite (no step is taken with it).
         ConfigError: a recurrent rollout whose ``num_envs`` is not divisible by ``num_minibatches``.
     """
-    b = buf.flatten(advantages=advantages, returns=returns)
+    b = buf.flatten(advantages=advantages, returns=returns)  # (T, N, ...) -> (T*N, ...)
     recurrent = buf.initial_lstm_state is not None
-    names = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm")
-    sums = torch.zeros(len(names), dtype=torch.float64, device=b["actions"].device)  # read once, at the end
-    count, epochs_done = 0, 0
+    device = b["actions"].device
+    per_minibatch = []  # one row of UpdateStats numbers per step, averaged once at the end
     for epoch in range(config.update_epochs):
-        epoch_kl = torch.zeros((), dtype=torch.float64, device=sums.device)
-        batches = minibatch_indices(rng, buf.num_steps, buf.num_envs, config.num_minibatches, recurrent,
-                                    b["actions"].device)
-        for mb, (idx, env_idx) in enumerate(batches):
-            obs = b["obs"][idx]
-            obs = obs if obs.dtype == torch.uint8 else obs.float()
-            if recurrent:
-                h0, c0 = buf.initial_lstm_state
-                out = agent.get_action_and_value(obs, (h0[:, env_idx], c0[:, env_idx]), b["starts"][idx],
-                                                 b["actions"][idx])
-            else:
-                out = agent.get_action_and_value(obs, b["actions"][idx])
+        epoch_kls = []
+        for mb, (idx, env_idx) in enumerate(minibatch_indices(rng, buf.num_steps, buf.num_envs,
+                                                              config.num_minibatches, recurrent, device)):
+            new = _rescore(agent, buf, b, idx, env_idx)  # log-probs, values, entropies of the current network
             if on_minibatch is not None:
-                on_minibatch(epoch, mb, torch.exp(out.logprob - b["logprobs"][idx]).detach())
-            loss = ppo_loss(out.logprob, b["logprobs"][idx], b["advantages"][idx], out.value, b["values"][idx],
-                            b["returns"][idx], out.entropy, clip_coef=config.clip_coef, vf_coef=config.vf_coef,
+                on_minibatch(epoch, mb, torch.exp(new.logprob - b["logprobs"][idx]).detach())
+            loss = ppo_loss(new.logprob, b["logprobs"][idx], b["advantages"][idx], new.value, b["values"][idx],
+                            b["returns"][idx], new.entropy, clip_coef=config.clip_coef, vf_coef=config.vf_coef,
                             ent_coef=ent_coef, clip_vloss=config.clip_vloss, norm_adv=config.norm_adv)
             if not torch.isfinite(loss.loss):
                 raise TrainingDiverged(f"non-finite loss ({loss.loss.item()}) at update {update}, "
                                        f"epoch {epoch}, minibatch {mb}")
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             loss.loss.backward()
             grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), config.max_grad_norm)
             optimizer.step()
-            sums += torch.stack([loss.policy_loss.detach(), loss.value_loss.detach(), loss.entropy.detach(),
-                                 loss.approx_kl, loss.clip_fraction, grad_norm]).double()
-            epoch_kl += loss.approx_kl.double()
-            count += 1
-        epochs_done += 1
-        if config.target_kl is not None and epoch_kl.item() / (mb + 1) > config.target_kl:
-            break
-    ev = explained_variance(b["values"], b["returns"])
-    means = (sums / count).tolist()
-    return UpdateStats(**dict(zip(names, means)), explained_variance=ev, epochs_done=epochs_done)
+            epoch_kls.append(loss.approx_kl)
+            per_minibatch.append(torch.stack([loss.policy_loss.detach(), loss.value_loss.detach(),
+                                              loss.entropy.detach(), loss.approx_kl, loss.clip_fraction, grad_norm]))
+        if config.target_kl is not None and torch.stack(epoch_kls).mean() > config.target_kl:
+            break  # the policy has moved far enough from the one that collected the data
+    means = torch.stack(per_minibatch).double().mean(0).tolist()
+    return UpdateStats(*means, explained_variance=explained_variance(b["values"], b["returns"]),
+                       epochs_done=epoch + 1)
+
+
+def _rescore(agent: nn.Module, buf: RolloutBuffer, b: dict[str, torch.Tensor], idx: torch.Tensor,
+             env_idx: torch.Tensor | None):
+    """The current network's output for one minibatch's stored observations and actions."""
+    obs = b["obs"][idx]
+    obs = obs if obs.dtype == torch.uint8 else obs.float()
+    if env_idx is None:
+        return agent.get_action_and_value(obs, b["actions"][idx])
+    h0, c0 = buf.initial_lstm_state  # whole sequences, unrolled again from the rollout's first state
+    return agent.get_action_and_value(obs, (h0[:, env_idx], c0[:, env_idx]), b["starts"][idx], b["actions"][idx])
 
 
 # --------------------------------------------------------------------------------------

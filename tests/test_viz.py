@@ -47,3 +47,20 @@ def test_dashboard_collects_rows_and_draws():
     dash.close()
     assert len(dash.data["train/entropy"]) == 4 and np.isnan(dash.data["eval/mean_return"][0])
     assert any(ax.lines for ax in dash.fig.axes)
+
+
+def test_side_by_side_labels_each_panel_in_its_top_left_corner():
+    from ppo_course.viz import side_by_side
+    from ppo_course.viz.recording import Recording
+
+    grey = np.full((120, 160, 3), 90, np.uint8)
+    short, long = Recording([grey] * 2, 0.0, 1), Recording([grey] * 3, 0.0, 2)
+    plain = side_by_side(short, long)
+    labelled = side_by_side(short, long, labels=["left", "right"])
+    assert len(labelled) == 3 and labelled[0].shape == (120, 320, 3)
+    for panel in (slice(0, 160), slice(160, 320)):
+        corner = labelled[2][:30, panel][:, :80]
+        assert (corner == 255).any() and (corner < 60).any()  # white box, dark text
+    assert np.array_equal(labelled[2][60:], plain[2][60:])  # below the caption nothing changed
+    with pytest.raises(ValueError, match="2 labels for 1 recordings"):
+        side_by_side(short, labels=["a", "b"])

@@ -73,10 +73,13 @@ def clipping_explorer():
 # --------------------------------------------------------------------------------------
 def plot_gae(rewards, values, terminations, truncations, next_value, gamma: float = 0.99,
              gae_lambda: float = 0.95, final_values=None, axes=None):
-    """Rewards, V(s), advantages and returns of one environment's trajectory for one (gamma, lambda).
+    """Rewards, V(s), return targets and advantages of one environment's trajectory for one (gamma, lambda).
 
     Args are 1-D sequences of one trajectory (as stored by the trainer for one env); they are passed
-    to :func:`ppo_course.advantages.compute_gae` as a ``(T, 1)`` rollout. Returns the Figure.
+    to :func:`ppo_course.advantages.compute_gae` as a ``(T, 1)`` rollout. Three panels, top to bottom
+    (``axes``: three Axes to draw on, or None for a new figure): the rewards, on their own axis so that
+    small per-step rewards stay visible next to V; V(s_t) with the return targets R_t; the advantages.
+    A red dotted line after step t marks an episode that ended at t. Returns the Figure.
     """
     import matplotlib.pyplot as plt
 
@@ -84,23 +87,30 @@ def plot_gae(rewards, values, terminations, truncations, next_value, gamma: floa
     adv, ret = compute_gae(col(rewards), col(values), col(terminations), col(truncations),
                            torch.tensor([float(next_value)]), None if final_values is None else col(final_values),
                            gamma, gae_lambda)
+    rewards = np.asarray(rewards, dtype=np.float32)
     steps = np.arange(len(rewards))
     if axes is None:
-        fig, axes = plt.subplots(2, 1, figsize=(10, 5), sharex=True)
+        fig, axes = plt.subplots(3, 1, figsize=(10, 6), sharex=True, height_ratios=(1, 1.3, 1.3))
     fig = axes[0].figure
-    axes[0].bar(steps, rewards, color="tab:gray", label="reward r_t")
-    axes[0].plot(steps, values, color="tab:orange", label="V(s_t)")
-    axes[0].plot(steps, ret[:, 0], color="tab:green", label="return target R_t = A_t + V(s_t)")
-    axes[1].plot(steps, adv[:, 0], color="tab:blue", label="advantage A_t")
-    axes[1].axhline(0, color="black", lw=0.8)
     for ax in axes:
         for t in np.flatnonzero(np.asarray(terminations) + np.asarray(truncations)):
-            ax.axvline(t, color="tab:red", ls=":", lw=1)
+            ax.axvline(t + 0.5, color="tab:red", ls=":", lw=1.2, zorder=1)  # between step t and the next episode
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="upper right")
+        ax.set_axisbelow(True)  # grid and reference lines under the data
+    axes[0].bar(steps, rewards, width=1.0, color=np.where(rewards >= 0, "tab:gray", "tab:purple"), zorder=2)
+    axes[0].axhline(0, color="black", lw=0.6, zorder=1)
+    axes[0].set_ylabel("reward r_t")
+    axes[1].plot(steps, values, color="tab:orange", label="V(s_t)", zorder=3)
+    axes[1].plot(steps, ret[:, 0], color="tab:green", label="return target R_t = A_t + V(s_t)", zorder=3)
+    axes[1].set_ylabel("value")
+    axes[1].legend(fontsize=8, loc="lower left", bbox_to_anchor=(0, 1), ncol=2, frameon=False, borderaxespad=0.1)
+    axes[2].plot(steps, adv[:, 0], color="tab:blue", zorder=3)
+    axes[2].axhline(0, color="black", lw=0.8, zorder=1)
+    axes[2].set_ylabel("advantage A_t")
     axes[0].set_title(f"GAE with γ = {gamma:g}, λ = {gae_lambda:g} (red dotted: episode ends)", fontsize=10)
-    axes[1].set_xlabel("step t")
-    fig.tight_layout()
+    axes[-1].set_xlabel("step t")
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     return fig
 
 

@@ -91,8 +91,29 @@ def show_video(frames: list[np.ndarray], fps: int = 30, width: int = 360):
     return HTML(f'<img src="data:image/gif;base64,{data}" width="{width}">')
 
 
-def side_by_side(*recordings: "Recording") -> list[np.ndarray]:
-    """Frames of several recordings placed left to right; shorter ones hold their last frame."""
-    length = max(len(r.frames) for r in recordings)
-    return [np.concatenate([r.frames[min(i, len(r.frames) - 1)] for r in recordings], axis=1)
-            for i in range(length)]
+def side_by_side(*recordings: "Recording", labels: list[str] | None = None) -> list[np.ndarray]:
+    """Frames of several recordings placed left to right; shorter ones hold their last frame.
+
+    ``labels``, one per recording, are written into the top-left corner of each panel.
+    Returns ``(height, sum of widths, 3)`` uint8 frames, as many as the longest recording has.
+    """
+    if labels is not None and len(labels) != len(recordings):
+        raise ValueError(f"{len(labels)} labels for {len(recordings)} recordings")
+    panels = [r.frames for r in recordings]
+    if labels is not None:
+        panels = [[_caption(frame, label) for frame in frames] for frames, label in zip(panels, labels)]
+    length = max(len(frames) for frames in panels)
+    return [np.concatenate([frames[min(i, len(frames) - 1)] for frames in panels], axis=1) for i in range(length)]
+
+
+def _caption(frame: np.ndarray, text: str) -> np.ndarray:
+    """A copy of ``frame`` with ``text`` in black on a white box at its top-left corner."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    image = Image.fromarray(frame)
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=max(12, frame.shape[0] // 16))
+    left, top, right, bottom = draw.textbbox((8, 6), text, font=font)
+    draw.rectangle((left - 4, top - 3, right + 4, bottom + 3), fill="white")
+    draw.text((8, 6), text, fill="black", font=font)
+    return np.asarray(image)
