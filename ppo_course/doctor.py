@@ -1,4 +1,5 @@
-"""``ppo-course doctor``: is this machine ready for the course? One line per check, ✓ or ✗ with the fix."""
+"""``ppo-course doctor``: is this machine ready for the course? One line per check, ✓ or ✗ with the fix
+(ℹ for information that is neither, such as whether there is a GPU)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ class Check:
     detail: str
     fix: str = ""
     required: bool = True
+    info: bool = False  #: a fact about the machine, not a pass or a failure
 
     def line(self) -> str:
-        mark = "✓" if self.ok else "✗"
+        mark = "ℹ" if self.info else "✓" if self.ok else "✗"
         text = f"{mark} {self.name}: {self.detail}"
         if not self.ok and self.fix:
             text += f" — fix: {self.fix}"
@@ -105,9 +107,9 @@ def run_checks() -> list[Check]:
     try:
         import torch
 
-        gpu = torch.cuda.is_available()
-        detail = torch.cuda.get_device_name(0) if gpu else "none visible (the CPU is fine for LunarLander)"
-        checks.append(Check("GPU", gpu, detail, "none needed for LunarLander; for Doom from pixels pick a GPU runtime (Colab: Runtime > Change runtime type)", required=False))
+        detail = (torch.cuda.get_device_name(0) if torch.cuda.is_available() else
+                  "none visible; the whole course runs on the CPU (a GPU only speeds up Doom's convolutional network)")
+        checks.append(Check("GPU", True, detail, info=True))
     except Exception:
         pass
     checks.append(_check_lunar())
