@@ -163,6 +163,9 @@ class PPOConfig:
             value = getattr(self, name)
             if not _is_finite_number(value) or value <= 0:
                 raise bad(name, "must be a positive number")
+        if self.learning_rate > 1:  # Adam moves each weight by about lr per step: above 1 nothing can learn
+            raise bad("learning_rate", "must be at most 1 (Adam changes each weight by about this much per step; "
+                                       "typical values are 1e-4 to 1e-3)")
         for name in ("gamma", "gae_lambda"):
             value = getattr(self, name)
             if not _is_finite_number(value) or not 0 <= value <= 1:

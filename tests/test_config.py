@@ -21,6 +21,7 @@ def test_smallest_preset_is_small():
 
 @pytest.mark.parametrize("overrides, field", [
     ({"learning_rate": -3e-4}, "learning_rate"),
+    ({"learning_rate": 1e38}, "learning_rate"),  # would overflow Adam's step instead of one clear line
     ({"clip_coef": 0.0}, "clip_coef"),
     ({"num_minibatches": 7}, "num_minibatches"),
     ({"gamma": 1.5}, "gamma"),

@@ -271,3 +271,14 @@ def test_vizdoom_files_go_to_the_runs_folder_not_the_working_folder(asynchronous
     assert os.getcwd() == str(work)
     assert list(work.iterdir()) == []
     assert (runs / "vizdoom" / "_vizdoom.ini").is_file() and (runs / "vizdoom" / "_vizdoom").is_dir()
+
+
+@pytest.mark.parametrize("shaping, message", [
+    (5, "shaping must be a dict of coefficients"),
+    ({"kill_reward": "x"}, "'kill_reward' must be a finite number"),
+    ({"kill_reward": float("inf")}, "'kill_reward' must be a finite number"),
+    ({"kill_scale": 1.0}, "unknown shaping coefficient 'kill_scale'"),
+])
+def test_bad_shaping_is_one_clear_error(shaping, message):
+    with pytest.raises(DoomEnvError, match=message):
+        DoomConfig.for_scenario("basic", shaping)

@@ -172,11 +172,18 @@ class DoomConfig:
         check_scenario(scenario)
         if isinstance(overrides, DoomConfig):
             return overrides
-        overrides = dict(overrides or {})
         known = {f.name for f in dataclasses.fields(cls)}
+        if overrides is not None and not isinstance(overrides, Mapping):
+            raise DoomEnvError(f"shaping must be a dict of coefficients, e.g. {{\"kill_reward\": 1.0}}, not "
+                               f"{overrides!r}; coefficients: {sorted(known)}")
+        overrides = dict(overrides or {})
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise DoomEnvError(f"unknown shaping coefficient {unknown[0]!r}; expected one of {sorted(known)}")
+        bad = [name for name, value in overrides.items()
+               if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)]
+        if bad:
+            raise DoomEnvError(f"shaping coefficient {bad[0]!r} must be a finite number, not {overrides[bad[0]]!r}")
         return dataclasses.replace(SCENARIO_SHAPING_DEFAULTS[scenario], **overrides)
 
 
