@@ -417,7 +417,19 @@ def _resume_checkpoint(config: PPOConfig, run_dir: Path | None, device: torch.de
     ckpt = load_checkpoint(run_dir / LATEST, map_location=device)
     if ckpt["config"]["env_id"] != config.env_id:
         raise CheckpointError(f"{run_dir / LATEST} was trained on {ckpt['config']['env_id']}, not {config.env_id}")
+    saved = {**ckpt["config"], **{f"env_kwargs.{k}": v for k, v in ckpt["config"].get("env_kwargs", {}).items()}}
+    now = {**config.to_dict(), **{f"env_kwargs.{k}": v for k, v in config.env_kwargs.items()}}
+    changed = [f"{name} {saved.get(name)!r} -> {now.get(name)!r}" for name in _SHAPE_FIELDS
+               if saved.get(name) != now.get(name)]
+    if changed:
+        raise CheckpointError(f"{run_dir / LATEST} holds a network of another shape ({', '.join(changed)}): resume "
+                              "without changing these, or train into a new run directory")
     return ckpt
+
+
+#: Settings that decide the network's shape (or its input's): a resumed run cannot change them.
+_SHAPE_FIELDS = ("hidden_size", "num_hidden_layers", "shared_trunk", "use_lstm", "lstm_hidden_size",
+                 "env_kwargs.frame_stack", "env_kwargs.resolution")
 
 
 def _apply_schedules(run: _Run) -> tuple[float, float]:

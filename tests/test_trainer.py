@@ -69,6 +69,17 @@ def test_same_seed_gives_identical_metrics(tiny_config):
     assert [row["train/value_loss"] for row in c.history] != [row["train/value_loss"] for row in a.history]
 
 
+def test_resume_refuses_a_network_of_another_shape_naming_the_setting(tiny_config, tmp_path):
+    from ppo_course.checkpoint import CheckpointError
+
+    short = tiny_config.replace(total_timesteps=512, eval_interval=512)
+    train(short, tmp_path, progress=False, tensorboard=False)
+    with pytest.raises(CheckpointError, match=r"another shape \(hidden_size 64 -> 32\)"):
+        train(short.replace(hidden_size=32, total_timesteps=1024), tmp_path, resume=True, progress=False,
+              tensorboard=False)
+    assert load_checkpoint(tmp_path / LATEST)["global_step"] == 512  # the run is untouched
+
+
 def test_resume_continues_to_the_same_step_with_optimizer_state(tiny_config, tmp_path):
     short = tiny_config.replace(total_timesteps=1024, eval_interval=512)
     first = train(short, tmp_path, progress=False, tensorboard=False)
