@@ -37,6 +37,20 @@ def test_first_minibatch_ratio_is_exactly_one(tiny_config):
     envs.close()
 
 
+@pytest.mark.parametrize("target_kl, epochs", [(None, 3), (1e9, 3), (1e-12, 1)])
+def test_target_kl_stops_the_epochs_after_the_first_that_moved_too_far(tiny_config, target_kl, epochs):
+    config = tiny_config.replace(update_epochs=3, target_kl=target_kl)
+    envs, agent, buf, next_value = _rollout(config)
+    adv, ret = compute_gae(buf.rewards, buf.values, buf.terminations, buf.truncations, next_value,
+                           buf.final_values, config.gamma, config.gae_lambda)
+    seen = set()
+    stats = ppo_update(agent, torch.optim.Adam(agent.parameters(), lr=1e-3), buf, adv, ret, config,
+                       config.ent_coef, np.random.default_rng(0), on_minibatch=lambda e, mb, r: seen.add((e, mb)))
+    assert stats.epochs_done == epochs
+    assert seen == {(e, mb) for e in range(epochs) for mb in range(config.num_minibatches)}  # whole epochs only
+    envs.close()
+
+
 def test_rollout_shapes_are_time_major(tiny_config):
     envs, _, buf, next_value = _rollout(tiny_config)
     T, N = tiny_config.num_steps, tiny_config.num_envs
