@@ -33,7 +33,9 @@ The pieces, each small enough to test and teach on its own:
   coefficients; the ``shaping`` argument overrides any of them.
 * **Episode ends.** An episode that ends because the scenario's time-out was reached is reported as
   ``truncated=True, terminated=False``; deaths and goals are ``terminated``. ViZDoom's own Gymnasium
-  wrapper reports every end as ``terminated``, which tells GAE that the value after a time-out is 0:
+  wrapper sets ``terminated`` on every end, time-outs included (from 1.3 it also sets ``truncated`` on a
+  time-out, but a trainer that masks the bootstrap on ``terminated`` still drops it), which tells GAE
+  that the value after a time-out is 0:
   the critic then learns that states late in an episode are worth less for no reason it can see in
   the pixels (a clock is not in the observation). Reporting ``truncated`` lets the trainer bootstrap
   from V(final_obs) instead (Pardo et al., 2018, "Time Limits in Reinforcement Learning").
