@@ -24,6 +24,7 @@ import threading
 import time
 from pathlib import Path
 
+import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -236,9 +237,12 @@ def test_make_lab_serves_the_project_root(lab):
 def test_notebook_00_runs_and_the_file_browser_reaches_the_whole_course(page, lab):
     _open(page, lab, "notebooks/00_welcome_and_setup.ipynb")
     page.screenshot(path=str(ARTIFACTS / "00_opened.png"))
-    _run_through(page, 8)  # set-up, doctor, the environment, its first frame
-    first_frame = _notebook(page).locator(".jp-Cell").nth(8).locator(".jp-OutputArea-output img")
-    assert first_frame.count() == 1, "notebook 00's first-frame figure did not render"
+    frame_cell = next(i for i, c in enumerate(nbformat.read(ROOT / "notebooks" / "00_welcome_and_setup.ipynb",
+                                                           as_version=4).cells)
+                      if c.cell_type == "code" and "plt.imshow(env.render())" in c.source)
+    _run_through(page, frame_cell)  # set-up, doctor, the environment, the loop, a crash's last frame
+    first_frame = _notebook(page).locator(".jp-Cell").nth(frame_cell).locator(".jp-OutputArea-output img")
+    assert first_frame.count() == 1, "notebook 00's frame figure did not render"
     page.screenshot(path=str(ARTIFACTS / "00_first_cells_run.png"))
 
     page.locator(".jp-BreadCrumbs-home").first.click()
