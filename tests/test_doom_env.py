@@ -282,3 +282,31 @@ def test_vizdoom_files_go_to_the_runs_folder_not_the_working_folder(asynchronous
 def test_bad_shaping_is_one_clear_error(shaping, message):
     with pytest.raises(DoomEnvError, match=message):
         DoomConfig.for_scenario("basic", shaping)
+
+
+def test_a_killed_process_leaves_no_doom_engine_behind(tmp_path):
+    """kill -9 of a process with open games: its watcher kills the engines and removes their shared memory."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from ppo_course.envs.reaper import engine_is_running
+
+    script = ("from ppo_course.envs import make_env\nfrom ppo_course.envs.doom import _engines\nimport time\n"
+              "env = make_env('doom:basic'); env.reset(seed=0)\n"
+              "print(*[f'{p} {i}' for p, i in _engines().items()], sep='\\n', flush=True)\ntime.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=tmp_path,
+                            env={**os.environ, "PPO_COURSE_RUNS": str(tmp_path / "runs")})
+    pid, instance_id = proc.stdout.readline().split()
+    assert engine_is_running(int(pid), instance_id)
+    assert any(name.endswith(instance_id) for name in os.listdir("/dev/shm"))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and engine_is_running(int(pid), instance_id):
+        time.sleep(0.2)
+    assert not engine_is_running(int(pid), instance_id), "the engine outlived its killed parent"
+    time.sleep(0.5)
+    assert not [name for name in os.listdir("/dev/shm") if name.endswith(instance_id)]

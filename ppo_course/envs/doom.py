@@ -60,6 +60,7 @@ Details that are easy to get wrong, and the choices made here:
 from __future__ import annotations
 
 import dataclasses
+import glob
 import math
 import os
 import threading
@@ -373,6 +374,9 @@ def start_game(game) -> None:
     from ``runs_dir("vizdoom")`` (see :func:`ppo_course.course.runs_dir`), so nothing lands beside
     the notebooks or in a practitioner's working folder. The working directory is changed only for
     the duration of the call, under a lock, and restored even when ``init()`` raises.
+
+    The engine is a child process; it is registered with this process's watcher
+    (:mod:`ppo_course.envs.reaper`), which kills it if this process dies without closing the game.
     """
     from ..course import runs_dir
 
@@ -382,9 +386,49 @@ def start_game(game) -> None:
         previous = os.getcwd()
         os.chdir(folder)
         try:
+            before = _engines()
             game.init()
         finally:
             os.chdir(previous)
+        for pid, instance_id in _engines().items() - before.items():
+            _watch(pid, instance_id)
+
+
+_REAPER: dict[int, Any] = {}  # this process's PID -> its watcher (a forked process starts its own)
+
+
+def _engines() -> dict[int, str]:
+    """``{pid: instance id}`` of the ViZDoom engines that are children of this process (Linux; else {})."""
+    found = {}
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(stat) as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            if ppid != os.getpid():
+                continue
+            with open(stat[:-4] + "cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if b"+viz_instance_id" in args:
+            found[int(stat.split("/")[2])] = args[args.index(b"+viz_instance_id") + 1].decode()
+    return found
+
+
+def _watch(pid: int, instance_id: str) -> None:
+    """Tell this process's watcher (started on first use) about one engine."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    reaper = _REAPER.get(os.getpid())
+    if reaper is None or reaper.poll() is not None:
+        script = Path(__file__).with_name("reaper.py")
+        reaper = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, text=True,
+                                  start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _REAPER[os.getpid()] = reaper
+    reaper.stdin.write(f"{pid} {instance_id}\n")
+    reaper.stdin.flush()
 
 
 def _new_game(scenario: str, frame_buffer: bool, screen_resolution: str, episode_timeout: int | None,
