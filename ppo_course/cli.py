@@ -244,16 +244,20 @@ def _load_for_eval(args: argparse.Namespace):
         if (obs_shape, n) != expected:
             raise CLIError(f"{path} was trained on {config.env_id} (observation {expected[0]}, {expected[1]} actions); "
                            f"{env_id} has observation {obs_shape} and {n} actions")
+        print(f"ppo-course: note: {path} was trained on {config.env_id}; {env_id} is another task with the same "
+              "observation and action shapes, so expect a different score", file=sys.stderr)
     return path, agent, config, env_id
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from .config import env_defaults
     from .evaluate import EVAL_SEED, evaluate
 
     path, agent, config, env_id = _load_for_eval(args)
     seed = EVAL_SEED if args.seed is None else args.seed
+    threshold = config.success_threshold if env_id == config.env_id else env_defaults(env_id).get("success_threshold")
     result = evaluate(agent, env_id, args.episodes, deterministic=not args.stochastic, seed=seed,
-                      success_threshold=config.success_threshold, env_kwargs=config.env_kwargs)
+                      success_threshold=threshold, env_kwargs=config.env_kwargs)
     mode = "stochastic" if args.stochastic else "deterministic"
     print(f"{path} on {env_id} ({mode}): {result}")
     return 0
