@@ -185,7 +185,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     best = f"{result.best_return:.1f}" if result.best_return is not None else "n/a"
     print(f"trained {result.global_step} steps; best evaluation return {best}; "
           f"last evaluation: {result.last_eval}; checkpoints in {logdir}")
+    _flag_collapse(result.history, discrete=getattr(result.agent, "n_actions", None) is not None)
     return 0
+
+
+def _flag_collapse(history: list[dict[str, float]], discrete: bool) -> None:
+    """A finished run whose policy collapsed says so (the run itself is kept as it is). A Gaussian policy's
+    entropy falls (and may go negative) as it learns, so for continuous actions only a diverging value loss counts."""
+    from .diagnose import COLLAPSE_SYMPTOMS, diagnose
+
+    columns = {key: [row.get(key, float("nan")) for row in history] for key in set().union(*history)} if history else {}
+    symptoms = COLLAPSE_SYMPTOMS if discrete else ("value loss diverging",)
+    for finding in diagnose(columns):
+        if finding.symptom in symptoms:
+            print(f"ppo-course: warning: the policy collapsed. {finding}", file=sys.stderr)
 
 
 def _check_device(name: str) -> None:
@@ -238,15 +251,26 @@ def _load_for_eval(args: argparse.Namespace):
     env_id = args.env or config.env_id
     if env_id != config.env_id:
         env = make_env(env_id)
-        obs_shape, n = tuple(env.observation_space.shape), getattr(env.action_space, "n", None)
+        there = (tuple(env.observation_space.shape), _actions(env.action_space))
         env.close()
-        expected = (tuple(agent.obs_shape), agent.n_actions)
-        if (obs_shape, n) != expected:
-            raise CLIError(f"{path} was trained on {config.env_id} (observation {expected[0]}, {expected[1]} actions); "
-                           f"{env_id} has observation {obs_shape} and {n} actions")
+        here = (tuple(agent.obs_shape), _actions(agent))
+        if there != here:
+            raise CLIError(f"{path} was trained on {config.env_id} (observation {here[0]}, {here[1]}); "
+                           f"{env_id} has observation {there[0]} and {there[1]}")
         print(f"ppo-course: note: {path} was trained on {config.env_id}; {env_id} is another task with the same "
               "observation and action shapes, so expect a different score", file=sys.stderr)
     return path, agent, config, env_id
+
+
+def _actions(space_or_agent) -> str:
+    """An action space, or the one an agent was built for, in words: "4 actions" or "continuous actions (1,)"."""
+    import gymnasium as gym
+
+    if isinstance(space_or_agent, gym.spaces.Space):
+        n, shape = getattr(space_or_agent, "n", None), space_or_agent.shape
+    else:
+        n, shape = space_or_agent.n_actions, (getattr(space_or_agent, "act_dim", None),)
+    return f"{int(n)} actions" if n is not None else f"continuous actions {tuple(shape)}"
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:

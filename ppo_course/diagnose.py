@@ -28,6 +28,10 @@ HEALTHY_RANGES: dict[str, tuple[float, float]] = {
 }
 
 
+#: The findings that mean the policy itself broke (``ppo-course train`` flags them when a run ends).
+COLLAPSE_SYMPTOMS = ("entropy collapsed early", "value loss diverging")
+
+
 @dataclass
 class Finding:
     """One symptom: what was seen (with numbers) and what to try."""

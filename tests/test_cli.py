@@ -255,7 +255,7 @@ def test_a_second_ctrl_c_stops_at_once_and_says_what_was_kept(tmp_path):
     (["eval", "--logdir", "RUN", "--seed", "-1"], "must be 0 or more"),
     (["play", "--logdir", "RUN", "--gif-fps", "0"], "must be a positive integer"),
     (["train", "--env", "CartPole-v1", "--device", "cuda:abc", "--logdir", "NEW"], "not a device name"),
-    (["train", "--env", "Pendulum-v1", "--preset", "debug", "--logdir", "NEW"], "Box action space"),
+    (["train", "--env", "CarRacing-v3", "--preset", "debug", "--logdir", "NEW"], "Box action spaces need flat"),
     (["train", "--logdir", "RUN", "--resume", "--preset", "fast"], "--preset cannot change a resumed run"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(argv, fragment, trained_run, tmp_path):
@@ -285,3 +285,13 @@ def test_play_gif_dir_that_is_a_file_is_one_line(trained_run, tmp_path):
     a_file.write_text("")
     one_error_line(run("play", "--logdir", trained_run, "--episodes", "1", "--save-gif", "--gif-dir", a_file),
                    "cannot write GIFs")
+
+
+def test_a_run_whose_policy_collapsed_ends_with_a_warning(tmp_path, trained_run):
+    from ppo_course.diagnose import COLLAPSE_SYMPTOMS, diagnose
+
+    proc = _debug_train(tmp_path / "run", "--learning-rate", "0.5")
+    assert proc.returncode == 0, proc.stderr
+    assert "ppo-course: warning: the policy collapsed." in proc.stderr and "Traceback" not in proc.stderr
+    # the healthy run the other CLI tests share has nothing to flag
+    assert not [f for f in diagnose(trained_run) if f.symptom in COLLAPSE_SYMPTOMS]
