@@ -43,7 +43,7 @@ def rollout_steps_per_second(config: PPOConfig, rollouts: int) -> float:
     """Steps/s of the trainer's collector (after one warm-up rollout), policy inference included."""
     torch.set_num_threads(config.torch_threads or DEFAULT_THREADS)  # 0 = PyTorch's default, as in train()
     envs = make_train_envs(config)
-    agent = build_agent(config, envs[0].single_observation_space.shape, envs[0].single_action_space.n)
+    agent = build_agent(config, envs[0].single_observation_space.shape, envs[0].single_action_space)
     collector = make_collector(envs, agent, config.num_steps, seed=0)
     try:
         collector.collect()

@@ -45,7 +45,7 @@ def raw_steps_per_second(config: PPOConfig, steps: int) -> float:
 def rollout_steps_per_second(config: PPOConfig, steps: int) -> float:
     torch.set_num_threads(max(config.torch_threads, 1))
     envs = make_vector_env(config.env_id, config.num_envs, config.async_envs, config.norm_reward, config.gamma)
-    agent = build_agent(config, envs.single_observation_space.shape, envs.single_action_space.n)
+    agent = build_agent(config, envs.single_observation_space.shape, envs.single_action_space)
     collector = RolloutCollector(envs, agent, config.num_steps, seed=0)
     rollouts = max(1, steps // config.batch_size)
     start = time.perf_counter()

@@ -11,13 +11,14 @@ from .config import ConfigError, PPOConfig, PRESETS
 from .diagnose import diagnose
 from .evaluate import EvalResult, evaluate
 from .losses import approx_kl, clip_fraction, clipped_surrogate, explained_variance, ppo_loss, value_loss
-from .networks import MLPActorCritic, layer_init
+from .networks import GaussianActorCritic, MLPActorCritic, layer_init
 from .trainer import TrainingDiverged, TrainResult, load_agent, train
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ConfigError", "EvalResult", "MLPActorCritic", "PPOConfig", "PRESETS", "TrainResult", "TrainingDiverged",
+    "ConfigError", "EvalResult", "GaussianActorCritic", "MLPActorCritic", "PPOConfig", "PRESETS", "TrainResult",
+    "TrainingDiverged",
     "approx_kl", "clip_fraction", "diagnose", "clipped_surrogate", "compute_gae", "discounted_returns", "evaluate",
     "explained_variance", "layer_init", "load_agent", "ppo_loss", "train", "value_loss",
 ]

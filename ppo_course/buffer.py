@@ -26,7 +26,8 @@ class RolloutBuffer:
     Attributes:
         obs: ``(T, N, *obs_shape)`` observation s_t the action was chosen from (dtype of the env, e.g.
             float32 vectors or uint8 pixels).
-        actions: ``(T, N)`` int64 actions a_t.
+        actions: ``(T, N)`` int64 actions a_t; for a continuous (``Box``) action space ``(T, N, act_dim)``
+            float32, the policy's samples before the environment clipped them.
         logprobs: ``(T, N)`` float32 log pi_old(a_t | s_t).
         values: ``(T, N)`` float32 V_old(s_t).
         rewards: ``(T, N)`` float32 r_t.

@@ -4,7 +4,13 @@ A checkpoint is one ``torch.save`` dict::
 
     {"format": 1, "model": state_dict, "optimizer": state_dict, "config": PPOConfig.to_dict(),
      "global_step": int, "update": int, "best_return": float | None,
-     "obs_shape": tuple, "n_actions": int, "rng": {"python", "numpy", "torch", "minibatch"}}
+     "obs_shape": tuple, "n_actions": int (Discrete) or "act_dim": int (Box),
+     "rng": {"python", "numpy", "torch", "minibatch"},
+     "reward_rms", "obs_rms": {"mean", "var", "count"} (when rewards / observations are normalised)}
+
+An agent trained with ``norm_obs`` also holds the observation statistics in its ``state_dict``
+(:class:`~ppo_course.networks.ObsNormalizer`), so the agent ``load_agent`` rebuilds normalises by itself;
+``obs_rms`` is the training env's own copy, restored on resume.
 
 It is written to a temporary file in the same folder and moved into place with
 ``os.replace``, so a crash mid-write never leaves a half-written ``latest.pt``.

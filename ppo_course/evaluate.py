@@ -19,7 +19,8 @@ import torch
 from .envs import make_env
 from .networks import weight_snapshot
 
-#: A batch policy: observations ``(batch, *obs_shape)`` -> actions ``(batch,)``, as NumPy arrays.
+#: A batch policy: observations ``(batch, *obs_shape)`` -> actions ``(batch,)`` (discrete) or
+#: ``(batch, act_dim)`` (continuous), as NumPy arrays.
 PolicyFn = Callable[[np.ndarray], np.ndarray]
 
 EVAL_SEED = 1_000_000  # far from training seeds, so evaluation starts are never training starts
@@ -175,7 +176,7 @@ def evaluate_policy(policy: PolicyFn, env_id: str, episodes: int = 10, seed: int
             actions = np.asarray(policy(batch, slots=active) if stateful else policy(batch))
             for slot, action in zip(active, actions):
                 ep = slot_episode[slot]
-                obs[slot], reward, terminated, truncated, info = envs[slot].step(action.item())
+                obs[slot], reward, terminated, truncated, info = envs[slot].step(env_action(action))
                 returns[ep] += float(reward)
                 lengths[ep] += 1
                 if terminated or truncated:
@@ -190,8 +191,17 @@ def evaluate_policy(policy: PolicyFn, env_id: str, episodes: int = 10, seed: int
     return EvalResult(returns, lengths, success_threshold, stats)
 
 
+def env_action(action: np.ndarray):
+    """One row of a batch policy's output as one environment's ``step`` takes it: a Python int for a
+    discrete action (a 0-d array), the ``(act_dim,)`` float array itself for a continuous one."""
+    return action.item() if action.ndim == 0 else action
+
+
 def agent_policy(agent: torch.nn.Module, deterministic: bool = True, device: str | torch.device = "cpu") -> PolicyFn:
     """Wrap an actor-critic's :meth:`act` as a NumPy batch policy for :func:`evaluate_policy`.
+
+    ``act`` takes raw observations: an agent trained with ``norm_obs`` normalises them itself, with the
+    statistics it was saved with (:class:`~ppo_course.networks.ObsNormalizer`), frozen.
 
     A recurrent agent gets a fresh :class:`RecurrentPolicy` (blank memory), so make one per
     recorded episode, or call its ``reset``.
@@ -215,7 +225,7 @@ def evaluate(agent: torch.nn.Module, env_id: str, episodes: int = 10, determinis
         agent: a network with ``act(obs, deterministic) -> actions``.
         env_id: Gymnasium id.
         episodes: number of episodes.
-        deterministic: take the most likely action (argmax of the logits) instead of sampling.
+        deterministic: take the most likely action (argmax of the logits; a Gaussian's mean) instead of sampling.
         seed: episode i starts from ``reset(seed=seed + i)``.
         success_threshold: return counted as a success (LunarLander: 200).
         env_kwargs: keyword arguments for the environment factory (``PPOConfig.env_kwargs``).

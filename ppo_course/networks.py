@@ -1,6 +1,9 @@
-"""Actor-critic networks for discrete actions.
+"""Actor-critic networks: categorical policies for discrete actions, a Gaussian one for continuous actions.
 
-* :class:`MLPActorCritic` -- flat observation vectors (LunarLander).
+* :class:`MLPActorCritic` -- flat observation vectors, ``Discrete`` actions (LunarLander).
+* :class:`GaussianActorCritic` -- flat observation vectors, ``Box`` actions (Pendulum,
+  LunarLanderContinuous, BipedalWalker): a diagonal Gaussian policy (CleanRL's
+  ``ppo_continuous_action.py``; Spinning Up's ``MLPGaussianActor``).
 * :class:`CNNActorCritic` -- stacked pixel frames through :class:`NatureCNN`; no memory beyond
   the frame stack (the control agent of the Doom track).
 * :class:`RecurrentActorCritic` -- :class:`NatureCNN` -> LSTM -> actor and critic heads (CleanRL's
@@ -16,6 +19,19 @@ Pixel observations are stored as uint8 (4x less memory than float32) and scaled 
 inside :class:`NatureCNN`, on the way into the first convolution (dividing
 by 255 in the environment wrapper instead would store float32 frames: doing it in the network keeps
 rollout storage four times smaller).
+
+**Observation normalisation** (``config.norm_obs``; flat observations only). During training the
+vector env normalises (:class:`ppo_course.envs.lunar.NormalizeObservation`: running mean and
+variance, clipped to +-10), so the buffer stores what the network saw and the first minibatch's
+ratio is exactly 1. A trained agent, though, meets *raw* observations wherever it is used outside
+training: evaluation, ``ppo-course play``, a notebook. Those paths all go through ``act()``, so the
+agent carries the statistics itself: an :class:`ObsNormalizer` (buffers ``mean``, ``var``,
+``count``, saved in the agent's ``state_dict`` and so in every checkpoint), applied by ``act()``
+only and never updated there. The trainer copies the env's statistics into it after every update,
+so evaluations during training use the run's statistics of that moment, and :func:`load_agent
+<ppo_course.trainer.load_agent>` returns an agent that normalises by itself: no caller can forget
+it. The other methods (``get_action_and_value``, ``get_value``, ``sample``) take observations as
+the training env gives them, already normalised.
 """
 
 from __future__ import annotations
@@ -27,7 +43,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.distributions import Categorical
+from torch.distributions import Categorical, Normal
 
 #: Gains used by :func:`layer_init` callers (Huang et al. 2022, detail 2).
 HIDDEN_GAIN = math.sqrt(2)
@@ -66,6 +82,45 @@ class MLP(nn.Module):
         for layer in self.layers:
             x = self.activation(F.linear(x, layer.weight, layer.bias))
         return x
+
+
+#: Normalised observations are clipped to [-OBS_CLIP, OBS_CLIP] (CleanRL's ``ppo_continuous_action.py``).
+OBS_CLIP = 10.0
+#: Added to the variance under the square root (Gymnasium's ``NormalizeObservation``).
+OBS_EPSILON = 1e-8
+
+
+class ObsNormalizer(nn.Module):
+    """Frozen observation statistics: ``x -> clip((x - mean) / sqrt(var + epsilon), -clip, clip)``.
+
+    The formula of the training env's :class:`~ppo_course.envs.lunar.NormalizeObservation`, with its
+    running statistics copied in (:meth:`set_statistics`); nothing here updates them. ``mean``, ``var``
+    and ``count`` are buffers, so they are part of the agent's ``state_dict`` and of its checkpoints.
+    They are float64, as the env's running statistics are; the output is float32.
+
+    Args:
+        obs_dim: length of the observation vector.
+
+    Shapes: ``(batch, obs_dim)`` -> ``(batch, obs_dim)`` float32.
+    """
+
+    def __init__(self, obs_dim: int, clip: float = OBS_CLIP, epsilon: float = OBS_EPSILON):
+        super().__init__()
+        self.clip, self.epsilon = clip, epsilon
+        self.register_buffer("mean", torch.zeros(obs_dim, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(obs_dim, dtype=torch.float64))
+        self.register_buffer("count", torch.tensor(0.0, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        normalized = (x.double() - self.mean) / torch.sqrt(self.var + self.epsilon)
+        return normalized.clamp(-self.clip, self.clip).float()
+
+    @torch.no_grad()
+    def set_statistics(self, mean, var, count) -> None:
+        """Copy running statistics in (arrays or tensors of shape ``(obs_dim,)``, and a scalar count)."""
+        for name, value in (("mean", mean), ("var", var), ("count", count)):
+            buffer = getattr(self, name)
+            buffer.copy_(torch.as_tensor(value, dtype=torch.float64).reshape(buffer.shape))
 
 
 def sample_action(log_probs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
@@ -117,9 +172,10 @@ def sample_and_score(logits: torch.Tensor, action: torch.Tensor | None = None,
 
 
 class ActionAndValue(NamedTuple):
-    """What :meth:`MLPActorCritic.get_action_and_value` returns; each tensor has shape ``(batch,)``."""
+    """What ``get_action_and_value`` of the feed-forward agents returns; each tensor has shape ``(batch,)``,
+    except a Gaussian agent's actions, ``(batch, act_dim)``."""
 
-    action: torch.Tensor  #: int64 action index
+    action: torch.Tensor  #: int64 action index (``(batch, act_dim)`` float32 for a Gaussian policy)
     logprob: torch.Tensor  #: float32 log pi(action | obs)
     entropy: torch.Tensor  #: float32 entropy of pi(. | obs), in nats
     value: torch.Tensor  #: float32 V(obs)
@@ -136,6 +192,8 @@ class MLPActorCritic(nn.Module):
         shared_trunk: if True, actor and critic heads sit on one shared trunk (fewer
             parameters, but the value loss then shapes the policy's features too);
             if False (CleanRL's default), two separate MLPs.
+        norm_obs: give the agent an :class:`ObsNormalizer` (``obs_normalizer``) that :meth:`act`
+            applies to raw observations (see the module docstring); None otherwise.
 
     Shapes: observations ``(batch, obs_dim)`` float32; logits ``(batch, n_actions)``;
     values ``(batch,)``.
@@ -150,7 +208,7 @@ class MLPActorCritic(nn.Module):
     score_after_rollout = True
 
     def __init__(self, obs_dim: int, n_actions: int, hidden_size: int = 64,
-                 num_hidden_layers: int = 2, shared_trunk: bool = False):
+                 num_hidden_layers: int = 2, shared_trunk: bool = False, norm_obs: bool = False):
         super().__init__()
         self.obs_dim, self.n_actions, self.shared_trunk = obs_dim, n_actions, shared_trunk
         self.obs_shape = (obs_dim,)
@@ -158,6 +216,7 @@ class MLPActorCritic(nn.Module):
         self.critic_trunk = self.actor_trunk if shared_trunk else MLP(obs_dim, hidden_size, num_hidden_layers)
         self.actor_head = layer_init(nn.Linear(hidden_size, n_actions), std=POLICY_GAIN)
         self.critic_head = layer_init(nn.Linear(hidden_size, 1), std=VALUE_GAIN)
+        self.obs_normalizer = ObsNormalizer(obs_dim) if norm_obs else None
 
     def get_value(self, x: torch.Tensor) -> torch.Tensor:
         """V(x): ``(batch, obs_dim)`` -> ``(batch,)``."""
@@ -196,10 +255,132 @@ class MLPActorCritic(nn.Module):
             logits, value = self.get_logits(x), self.get_value(x)
         return ActionAndValue(*sample_and_score(logits, action, deterministic), value)
 
+    def sample(self, x: torch.Tensor) -> torch.Tensor:
+        """Sampled actions only, for a rollout that scores them afterwards: ``(batch, obs_dim)`` -> ``(batch,)`` int64.
+
+        ``x`` is what the training env gives (normalised there when ``norm_obs``); :meth:`act` is the
+        method for raw observations.
+        """
+        return sample_action(self.get_logits(x))
+
     @torch.no_grad()
     def act(self, x: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
-        """Actions only, without gradients: ``(batch, obs_dim)`` -> ``(batch,)`` int64."""
+        """Actions only, without gradients, for raw observations: ``(batch, obs_dim)`` -> ``(batch,)`` int64.
+
+        With an :class:`ObsNormalizer` the observations are normalised first, with its frozen statistics.
+        """
+        if self.obs_normalizer is not None:
+            x = self.obs_normalizer(x)
         return sample_action(self.get_logits(x), deterministic)
+
+
+class GaussianActorCritic(nn.Module):
+    """Actor-critic for a flat observation vector and a continuous (``Box``) action space.
+
+    The policy is a diagonal Gaussian, ``a ~ Normal(mean(x), exp(actor_logstd))`` independently in each
+    action dimension (CleanRL's ``ppo_continuous_action.py``; Spinning Up's ``MLPGaussianActor``), so
+    log pi(a | x) and the entropy are sums over the action dimensions. The mean comes from an MLP
+    like :class:`MLPActorCritic`'s actor (tanh, sqrt(2) hidden gains) with a head of gain 0.01: every
+    initial mean is close to 0. The critic is its own MLP (or shares the trunk, ``shared_trunk``).
+
+    Actions are not squashed or clipped here: a sample may fall outside the environment's bounds, and
+    the environment clips what it receives (:func:`ppo_course.envs.lunar.make_vector_env`), while the
+    rollout stores, and the update scores, the sample itself.
+
+    Like :class:`MLPActorCritic` it declares no ``_transposed_weights``: its matrices are small and it
+    calls ``F.linear`` directly, so :func:`weight_snapshot` leaves it alone.
+
+    Args:
+        obs_dim: length of the observation vector (Pendulum: 3).
+        act_dim: number of action dimensions (Pendulum: 1, BipedalWalker: 4).
+        hidden_size, num_hidden_layers, shared_trunk, norm_obs: as for :class:`MLPActorCritic`.
+
+    Shapes: observations ``(batch, obs_dim)`` float32; actions and means ``(batch, act_dim)`` float32;
+    log-probabilities, entropies and values ``(batch,)``.
+    """
+
+    is_recurrent = False
+    #: As for MLPActorCritic: a rollout step only samples (:meth:`sample`); the rollout is scored in one pass.
+    score_after_rollout = True
+    #: No count of discrete actions (``act_dim`` counts the dimensions): code that compares an agent's
+    #: ``n_actions`` with an environment's ``action_space.n`` (``ppo-course eval --env``) finds None in both.
+    n_actions = None
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_size: int = 64, num_hidden_layers: int = 2,
+                 shared_trunk: bool = False, norm_obs: bool = False):
+        super().__init__()
+        self.obs_dim, self.act_dim, self.shared_trunk = obs_dim, act_dim, shared_trunk
+        self.obs_shape = (obs_dim,)
+        self.actor_trunk = MLP(obs_dim, hidden_size, num_hidden_layers)
+        self.critic_trunk = self.actor_trunk if shared_trunk else MLP(obs_dim, hidden_size, num_hidden_layers)
+        self.actor_head = layer_init(nn.Linear(hidden_size, act_dim), std=POLICY_GAIN)  # the mean
+        self.critic_head = layer_init(nn.Linear(hidden_size, 1), std=VALUE_GAIN)
+        # One learned log-std per action dimension, the same in every state, starting at 0 (std 1), as in
+        # CleanRL and Spinning Up. A std computed from the state can collapse or explode in states the
+        # critic has barely seen, and for these tasks a single learned vector explores well enough.
+        self.actor_logstd = nn.Parameter(torch.zeros(1, act_dim))
+        self.obs_normalizer = ObsNormalizer(obs_dim) if norm_obs else None
+
+    def get_value(self, x: torch.Tensor) -> torch.Tensor:
+        """V(x): ``(batch, obs_dim)`` -> ``(batch,)``."""
+        return self.critic_head(self.critic_trunk(x)).squeeze(-1)
+
+    def get_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """The policy's mean action: ``(batch, obs_dim)`` -> ``(batch, act_dim)``."""
+        return F.linear(self.actor_trunk(x), self.actor_head.weight, self.actor_head.bias)
+
+    def get_distribution(self, x: torch.Tensor) -> Normal:
+        """pi(. | x) per action dimension: a ``Normal`` of batch shape ``(batch, act_dim)``.
+
+        Sum its ``log_prob`` and ``entropy`` over the last dimension for the joint (diagonal) Gaussian.
+        """
+        mean = self.get_mean(x)
+        return Normal(mean, self.actor_logstd.exp().expand_as(mean), validate_args=False)
+
+    def get_action_and_value(self, x: torch.Tensor, action: torch.Tensor | None = None,
+                             deterministic: bool = False) -> ActionAndValue:
+        """Sample (or score) actions and evaluate the critic in one pass.
+
+        Args:
+            x: observations ``(batch, obs_dim)``, float32.
+            action: if given, ``(batch, act_dim)`` float32 actions to score (the update phase);
+                if None, actions are chosen (the rollout phase).
+            deterministic: choose the mean instead of sampling.
+
+        Returns:
+            :class:`ActionAndValue`: action ``(batch, act_dim)``; log-probability, entropy (both summed
+            over the action dimensions) and value ``(batch,)``.
+        """
+        if self.shared_trunk:
+            hidden = self.actor_trunk(x)
+            mean, value = self.actor_head(hidden), self.critic_head(hidden).squeeze(-1)
+        else:
+            mean, value = self.get_mean(x), self.get_value(x)
+        dist = Normal(mean, self.actor_logstd.exp().expand_as(mean), validate_args=False)
+        if action is None:
+            action = mean if deterministic else dist.sample()
+        return ActionAndValue(action, dist.log_prob(action).sum(-1), dist.entropy().sum(-1), value)
+
+    def sample(self, x: torch.Tensor) -> torch.Tensor:
+        """Sampled actions only, for a rollout that scores them afterwards: ``(batch, obs_dim)`` ->
+        ``(batch, act_dim)`` float32.
+
+        ``x`` is what the training env gives (normalised there when ``norm_obs``); :meth:`act` is the
+        method for raw observations.
+        """
+        mean = self.get_mean(x)
+        return torch.normal(mean, self.actor_logstd.exp().expand_as(mean))
+
+    @torch.no_grad()
+    def act(self, x: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        """Actions only, without gradients, for raw observations: ``(batch, obs_dim)`` -> ``(batch, act_dim)`` float32.
+
+        Deterministic: the mean. With an :class:`ObsNormalizer` the observations are normalised first,
+        with its frozen statistics.
+        """
+        if self.obs_normalizer is not None:
+            x = self.obs_normalizer(x)
+        return self.get_mean(x) if deterministic else self.sample(x)
 
 
 def transposed(module: nn.Module, name: str) -> torch.Tensor:
@@ -509,18 +690,35 @@ class RecurrentActorCritic(nn.Module):
         return sample_and_score(self.actor_head(hidden), None, deterministic)[0], lstm_state
 
 
-def build_agent(config, obs_shape: tuple[int, ...], n_actions: int) -> nn.Module:
-    """The network a config asks for, for an observation shape and action count.
+def build_agent(config, obs_shape: tuple[int, ...], action_space) -> nn.Module:
+    """The network a config asks for, for an observation shape and a Gymnasium action space.
 
-    * flat ``(obs_dim,)`` observations -> :class:`MLPActorCritic`;
-    * ``(C, H, W)`` pixels -> :class:`RecurrentActorCritic` if ``config.use_lstm``, else
-      :class:`CNNActorCritic`.
+    * ``Discrete`` actions: flat ``(obs_dim,)`` observations -> :class:`MLPActorCritic`; ``(C, H, W)``
+      pixels -> :class:`RecurrentActorCritic` if ``config.use_lstm``, else :class:`CNNActorCritic`.
+    * ``Box`` actions (flat, ``(act_dim,)``), flat observations -> :class:`GaussianActorCritic`.
+
+    ``config.norm_obs`` gives the flat agents an :class:`ObsNormalizer`.
 
     Raises:
-        ValueError: any other observation shape, or ``use_lstm`` with flat observations.
+        ValueError: any other action space (``MultiDiscrete``, ``Dict``, ...), pixels with ``Box``
+            actions or with ``norm_obs``, another observation shape, or ``use_lstm`` with flat observations.
     """
-    use_lstm = getattr(config, "use_lstm", False)
+    from gymnasium import spaces
+
+    use_lstm, norm_obs = getattr(config, "use_lstm", False), getattr(config, "norm_obs", False)
+    box = isinstance(action_space, spaces.Box)
+    if not (isinstance(action_space, spaces.Discrete) or (box and len(action_space.shape) == 1)):
+        shape = getattr(action_space, "shape", None)
+        what = type(action_space).__name__ + (f" of shape {tuple(shape)}" if shape else "")
+        raise ValueError(f"no agent for a {what} action space: ppo-course supports Discrete actions and "
+                         "Box actions of shape (act_dim,)")
     if len(obs_shape) == 3:
+        if box:
+            raise ValueError(f"Box action spaces need flat (obs_dim,) observations, got shape {tuple(obs_shape)}: "
+                             "the Gaussian agent is an MLP")
+        if norm_obs:
+            raise ValueError(f"norm_obs normalises flat (obs_dim,) observations, got pixels {tuple(obs_shape)}")
+        n_actions = int(action_space.n)
         if use_lstm:
             return RecurrentActorCritic(obs_shape, n_actions, lstm_hidden_size=getattr(config, "lstm_hidden_size", 256))
         return CNNActorCritic(obs_shape, n_actions)
@@ -528,5 +726,8 @@ def build_agent(config, obs_shape: tuple[int, ...], n_actions: int) -> nn.Module
         raise ValueError(f"no agent for observations of shape {tuple(obs_shape)}: need (obs_dim,) or (C, H, W)")
     if use_lstm:
         raise ValueError("use_lstm needs pixel observations (C, H, W); this package's MLP agent has no LSTM")
-    return MLPActorCritic(obs_shape[0], n_actions, hidden_size=config.hidden_size,
-                          num_hidden_layers=config.num_hidden_layers, shared_trunk=config.shared_trunk)
+    mlp = dict(hidden_size=config.hidden_size, num_hidden_layers=config.num_hidden_layers,
+               shared_trunk=config.shared_trunk, norm_obs=norm_obs)
+    if box:
+        return GaussianActorCritic(obs_shape[0], action_space.shape[0], **mlp)
+    return MLPActorCritic(obs_shape[0], int(action_space.n), **mlp)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .buffer import RolloutBuffer
-from .networks import sample_action, weight_snapshot
+from .networks import weight_snapshot
 
 
 class RolloutCollector:
@@ -34,12 +34,15 @@ class RolloutCollector:
     ``ppo_atari_lstm.py`` does the same).
 
     **Score after the rollout** (the one option). An agent that sets ``score_after_rollout = True``
-    (:class:`~ppo_course.networks.MLPActorCritic` does) only *samples* at each step, from
-    ``agent.get_logits``; log pi(a_t | s_t) and V(s_t) of all T x N samples then come from one batched
-    ``agent.get_action_and_value(obs, actions)``. The weights do not change during a rollout, so these
-    are the numbers a per-step call gives, computed by the function the update calls; for a small MLP
-    a rollout step costs PyTorch's per-call overhead rather than arithmetic, so one batched pass is
-    much cheaper than T small ones (``benchmarks/throughput.py``).
+    (:class:`~ppo_course.networks.MLPActorCritic` and :class:`~ppo_course.networks.GaussianActorCritic`
+    do) only *samples* at each step, with ``agent.sample(x)``; log pi(a_t | s_t) and V(s_t) of all T x N
+    samples then come from one batched ``agent.get_action_and_value(obs, actions)``. The weights do not
+    change during a rollout, so these are the numbers a per-step call gives, computed by the function the
+    update calls; for a small MLP a rollout step costs PyTorch's per-call overhead rather than arithmetic,
+    so one batched pass is much cheaper than T small ones (``benchmarks/throughput.py``).
+
+    Actions are stored as the policy gave them: ``(T, N)`` int64 indices, or ``(T, N, act_dim)`` float32
+    for a Gaussian policy -- the raw samples; the environment clips what it receives to its bounds.
 
     Args:
         envs: one vector env from :func:`ppo_course.envs.make_vector_env` (same-step autoreset).
@@ -104,7 +107,7 @@ class RolloutCollector:
         self._obs = np.empty((T, N, *self.obs_shape), dtype=self.obs_dtype)
         self._rewards, self._terminations, self._truncations, self._starts = (
             np.zeros((T, N), dtype=np.float32) for _ in range(4))
-        self._actions, self._logprobs, self._values = [], [], []  # per step, (N,) tensors
+        self._actions, self._logprobs, self._values = [], [], []  # per step, (N,) tensors ((N, act_dim) actions)
         self._final_values = torch.zeros((T, N), device=self.device)
         self._initial_lstm_state = self.lstm_state
         self.episode_returns, self.episode_lengths, self.episode_stats = [], [], []
@@ -119,7 +122,7 @@ class RolloutCollector:
             self.lstm_state = out.lstm_state  # the memory after s_t; a reset is applied at the next step
             action, logprob, value = out.action, out.logprob, out.value
         elif self.score_after_rollout:
-            action = sample_action(self.agent.get_logits(x))  # scored in finish()
+            action = self.agent.sample(x)  # scored in finish()
             logprob = value = None
         else:  # any (action, logprob, entropy, value) tuple will do, e.g. a learner's network in ex05
             action, logprob, _, value = self.agent.get_action_and_value(x)
@@ -152,7 +155,7 @@ class RolloutCollector:
         obs, actions = as_tensor(self._obs), torch.stack(self._actions)
         if self.score_after_rollout:  # log pi(a_t|s_t) and V(s_t) for all T x N samples in one pass
             _, logprobs, _, values = self.agent.get_action_and_value(
-                self._net_input(obs.reshape(T * N, *self.obs_shape)), actions.reshape(T * N))
+                self._net_input(obs.reshape(T * N, *self.obs_shape)), actions.reshape(T * N, *actions.shape[2:]))
             logprobs, values = logprobs.reshape(T, N), values.reshape(T, N)
         else:
             logprobs, values = torch.stack(self._logprobs), torch.stack(self._values)

@@ -25,6 +25,12 @@ A tempting shortcut, flat random minibatches of single steps each unrolled from 
 LSTM state, feeds each step another trajectory's memory: the re-computed log-probabilities are not
 the rollout's and the ratio is not 1 before the first gradient step. ``tests/test_recurrent.py``
 shows both facts.
+
+Continuous (``Box``) action spaces take the feed-forward path too, with
+:class:`~ppo_course.networks.GaussianActorCritic`: the buffer stores the raw ``(act_dim,)`` samples,
+the environment clips what it receives (:mod:`ppo_course.envs.lunar`). With ``norm_obs`` the training
+env normalises observations, and the trainer copies its statistics into the agent after every update
+(:func:`sync_obs_normalizer`), so evaluations and checkpoints use the statistics of that moment.
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ from .buffer import RolloutBuffer
 from .checkpoint import (BEST, LATEST, CheckpointError, RunLock, load_checkpoint, open_run_dir, restore_rng_state,
                          rng_state, save_checkpoint)
 from .config import ConfigError, PPOConfig
-from .envs import make_vector_env
+from .envs import make_vector_env, wrapper_attr
 from .evaluate import EvalResult, evaluate
 from .logging import MetricsLogger
 from .losses import explained_variance, ppo_loss
@@ -94,7 +100,7 @@ def make_train_envs(config: PPOConfig) -> list:
         for _ in range(config.env_groups):
             groups.append(make_vector_env(config.env_id, config.num_envs // config.env_groups,
                                           asynchronous=config.async_envs, norm_reward=config.norm_reward,
-                                          gamma=config.gamma, **config.env_kwargs))
+                                          gamma=config.gamma, norm_obs=config.norm_obs, **config.env_kwargs))
     except BaseException:
         for group in groups:
             group.close()
@@ -384,21 +390,23 @@ def _set_up(config: PPOConfig, run_dir: Path | None, resume: bool, tensorboard: 
     global_step = ckpt["global_step"] if ckpt else 0
 
     env_groups = make_train_envs(config)
-    envs = env_groups[0]  # the only one when rewards are normalised (config.validate sees to it)
-    if not isinstance(envs.single_action_space, gym.spaces.Discrete):
+    envs = env_groups[0]  # the only one when rewards or observations are normalised (config.validate sees to it)
+    try:  # Discrete or Box actions; any other space is one ValueError line
+        agent = build_agent(config, envs.single_observation_space.shape, envs.single_action_space).to(device)
+    except BaseException:
         for group in env_groups:
             group.close()
-        raise ConfigError(f"{config.env_id} has a {type(envs.single_action_space).__name__} action space; "
-                          "ppo-course trains Discrete action spaces only")
-    agent = build_agent(config, envs.single_observation_space.shape, int(envs.single_action_space.n)).to(device)
+        raise
     optimizer = torch.optim.Adam(agent.parameters(), lr=config.learning_rate, eps=1e-5)
     if ckpt:
         agent.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         restore_rng_state(ckpt["rng"], minibatch_rng)
-        if "reward_rms" in ckpt and hasattr(envs, "return_rms"):
-            for key, value in ckpt["reward_rms"].items():
-                setattr(envs.return_rms, key, value)
+        for key, attr in (("reward_rms", "return_rms"), ("obs_rms", "obs_rms")):  # the normalisers' statistics
+            rms = wrapper_attr(envs, attr)
+            if key in ckpt and rms is not None:
+                for stat, value in ckpt[key].items():
+                    setattr(rms, stat, value)
     collector = make_collector(env_groups, agent, config.num_steps, device, seed=config.seed + global_step)
 
     logger = MetricsLogger(run_dir, tensorboard, resume_step=global_step if ckpt else None) if run_dir else None
@@ -417,7 +425,8 @@ def _resume_checkpoint(config: PPOConfig, run_dir: Path | None, device: torch.de
     ckpt = load_checkpoint(run_dir / LATEST, map_location=device)
     if ckpt["config"]["env_id"] != config.env_id:
         raise CheckpointError(f"{run_dir / LATEST} was trained on {ckpt['config']['env_id']}, not {config.env_id}")
-    saved = {**ckpt["config"], **{f"env_kwargs.{k}": v for k, v in ckpt["config"].get("env_kwargs", {}).items()}}
+    saved_config = PPOConfig.from_dict(ckpt["config"])  # fields newer than the checkpoint take their defaults
+    saved = {**saved_config.to_dict(), **{f"env_kwargs.{k}": v for k, v in saved_config.env_kwargs.items()}}
     now = {**config.to_dict(), **{f"env_kwargs.{k}": v for k, v in config.env_kwargs.items()}}
     changed = [f"{name} {saved.get(name)!r} -> {now.get(name)!r}" for name in _SHAPE_FIELDS
                if saved.get(name) != now.get(name)]
@@ -428,7 +437,7 @@ def _resume_checkpoint(config: PPOConfig, run_dir: Path | None, device: torch.de
 
 
 #: Settings that decide the network's shape (or its input's): a resumed run cannot change them.
-_SHAPE_FIELDS = ("hidden_size", "num_hidden_layers", "shared_trunk", "use_lstm", "lstm_hidden_size",
+_SHAPE_FIELDS = ("hidden_size", "num_hidden_layers", "shared_trunk", "use_lstm", "lstm_hidden_size", "norm_obs",
                  "env_kwargs.frame_stack", "env_kwargs.resolution")
 
 
@@ -458,6 +467,7 @@ def _finish_update(run: _Run, stats: UpdateStats, lr: float, ent_coef: float) ->
     """Count the steps, make the update's metrics row, evaluate and checkpoint when due, and log the row."""
     config, collector = run.config, run.collector
     prev_step, run.global_step = run.global_step, run.global_step + config.batch_size
+    sync_obs_normalizer(run.agent, collector.envs)  # evaluations and checkpoints see the statistics of now
     run.recent_returns.extend(collector.episode_returns)
     elapsed = time.perf_counter() - run.start_time
     row: dict[str, float] = {
@@ -506,14 +516,42 @@ def _save(run: _Run, name: str) -> Path | None:
     if run.run_dir is None:
         return None
     envs = run.collector.envs
+    sync_obs_normalizer(run.agent, envs)
     payload = {"model": run.agent.state_dict(), "optimizer": run.optimizer.state_dict(),
                "config": run.config.to_dict(), "global_step": run.global_step, "update": run.update,
                "best_return": run.best_return, "obs_shape": tuple(envs.single_observation_space.shape),
-               "n_actions": int(envs.single_action_space.n), "rng": rng_state(run.minibatch_rng)}
-    rms = getattr(envs, "return_rms", None)  # the reward normaliser's running statistics
-    if rms is not None:
-        payload["reward_rms"] = {"mean": rms.mean, "var": rms.var, "count": rms.count}
+               **_action_space_entry(envs.single_action_space), "rng": rng_state(run.minibatch_rng)}
+    for key, attr in (("reward_rms", "return_rms"), ("obs_rms", "obs_rms")):  # the normalisers' running statistics
+        rms = wrapper_attr(envs, attr)
+        if rms is not None:
+            payload[key] = {"mean": rms.mean, "var": rms.var, "count": rms.count}
     return save_checkpoint(run.run_dir / name, payload)
+
+
+def _action_space_entry(space: gym.Space) -> dict[str, int]:
+    """How a checkpoint records the action space: ``{"n_actions": n}`` (Discrete) or ``{"act_dim": d}`` (Box)."""
+    if isinstance(space, gym.spaces.Discrete):
+        return {"n_actions": int(space.n)}
+    return {"act_dim": int(space.shape[0])}
+
+
+def _action_space_of(ckpt: dict) -> gym.Space:
+    """The action space a checkpoint's agent was built for (the inverse of :func:`_action_space_entry`).
+
+    A Box's bounds are not needed: the agent's actions are unbounded and the environment clips them.
+    """
+    if "act_dim" in ckpt:
+        return gym.spaces.Box(-np.inf, np.inf, (ckpt["act_dim"],), np.float32)
+    return gym.spaces.Discrete(ckpt["n_actions"])
+
+
+def sync_obs_normalizer(agent: nn.Module, envs) -> None:
+    """Copy the training env's running observation statistics into the agent's
+    :class:`~ppo_course.networks.ObsNormalizer`, the frozen copy its ``act`` applies to raw observations.
+    Nothing happens unless both exist (``config.norm_obs``)."""
+    normalizer, rms = getattr(agent, "obs_normalizer", None), wrapper_attr(envs, "obs_rms")
+    if normalizer is not None and rms is not None:
+        normalizer.set_statistics(rms.mean, rms.var, rms.count)
 
 
 def _keep_finished_work(run: _Run, phase: str) -> None:
@@ -545,12 +583,15 @@ def _show_progress(bar, run: _Run, row: dict[str, float]) -> None:
 def load_agent(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, PPOConfig]:
     """Rebuild the agent and its config from a checkpoint file.
 
+    An agent trained with ``norm_obs`` comes back with its :class:`~ppo_course.networks.ObsNormalizer`
+    holding the run's statistics: its ``act`` takes raw observations (evaluation, ``play``, notebooks).
+
     Raises:
         CheckpointError: unreadable file, or weights that do not fit the saved architecture.
     """
     ckpt = load_checkpoint(path, map_location=device)
     config = PPOConfig.from_dict(ckpt["config"])
-    agent = build_agent(config, tuple(ckpt["obs_shape"]), ckpt["n_actions"]).to(device)
+    agent = build_agent(config, tuple(ckpt["obs_shape"]), _action_space_of(ckpt)).to(device)
     try:
         agent.load_state_dict(ckpt["model"])
     except RuntimeError as exc:

@@ -88,7 +88,7 @@ def memory_config(**overrides) -> PPOConfig:
 def _sharp_agent(config, seed=0):
     """An untrained recurrent agent whose policy depends visibly on its memory (actor head x 300)."""
     torch.manual_seed(seed)
-    agent = build_agent(config, (1, 36, 36), 2)
+    agent = build_agent(config, (1, 36, 36), spaces.Discrete(2))
     with torch.no_grad():
         agent.actor_head.weight.mul_(300.0)
     return agent
@@ -133,9 +133,9 @@ def test_shapes_and_initial_policy():
     assert torch.allclose(out.entropy, torch.full((T * N,), np.log(12.0)), atol=1e-3)  # actor gain 0.01
     assert all(torch.all(p == 0) for n, p in agent.lstm.named_parameters() if "bias" in n)
     assert NatureCNN((4, 84, 84)).linear.in_features == 64 * 7 * 7
-    assert isinstance(build_agent(memory_config(use_lstm=False), (1, 36, 36), 2), CNNActorCritic)
+    assert isinstance(build_agent(memory_config(use_lstm=False), (1, 36, 36), spaces.Discrete(2)), CNNActorCritic)
     with pytest.raises(ValueError, match="pixel observations"):
-        build_agent(PPOConfig(use_lstm=True), (8,), 4)
+        build_agent(PPOConfig(use_lstm=True), (8,), spaces.Discrete(4))
 
 
 def test_done_mask_resets_the_memory():

@@ -17,7 +17,7 @@ from ppo_course.trainer import RolloutCollector, ppo_update
 def _rollout(config):
     torch.manual_seed(config.seed)
     envs = make_vector_env(config.env_id, config.num_envs)
-    agent = build_agent(config, envs.single_observation_space.shape, envs.single_action_space.n)
+    agent = build_agent(config, envs.single_observation_space.shape, envs.single_action_space)
     collector = RolloutCollector(envs, agent, config.num_steps, seed=config.seed)
     buf, next_value = collector.collect()
     return envs, agent, buf, next_value

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..envs import make_env
-from ..evaluate import PolicyFn
+from ..evaluate import PolicyFn, env_action
 
 
 @dataclass
@@ -26,7 +26,8 @@ def record_episode(policy: PolicyFn, env_id: str, seed: int = 0, max_steps: int 
     """Play one episode with ``policy`` and keep its rendered frames.
 
     Args:
-        policy: batch policy ``(1, *obs_shape) -> (1,)`` (see :func:`ppo_course.evaluate.agent_policy`).
+        policy: batch policy ``(1, *obs_shape) -> (1,)``, or ``(1, act_dim)`` for continuous actions
+            (see :func:`ppo_course.evaluate.agent_policy`).
         env_id: Gymnasium id; the env is made with ``render_mode="rgb_array"``.
         seed: reset seed of the episode.
         max_steps: stop early after this many steps (None: until the episode ends).
@@ -40,7 +41,7 @@ def record_episode(policy: PolicyFn, env_id: str, seed: int = 0, max_steps: int 
         total, steps, done = 0.0, 0, False
         while not done and (max_steps is None or steps < max_steps):
             action = np.asarray(policy(obs[None]))[0]
-            obs, reward, terminated, truncated, _ = env.step(action.item())
+            obs, reward, terminated, truncated, _ = env.step(env_action(action))
             total += float(reward)
             steps += 1
             done = terminated or truncated
