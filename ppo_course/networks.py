@@ -181,40 +181,41 @@ class ActionAndValue(NamedTuple):
     value: torch.Tensor  #: float32 V(obs)
 
 
-class MLPActorCritic(nn.Module):
-    """Actor-critic for a flat observation vector and a discrete action space.
+class FlatActorCritic(nn.Module):
+    """What the two agents for flat observation vectors share; subclasses say what the policy head means.
+
+    Actor and critic MLP trunks (tanh, or one trunk shared by both heads), a linear policy head of
+    ``head_size`` outputs with gain 0.01 (so the first policy is nearly uniform, or its mean nearly 0),
+    a value head with gain 1, and the optional :class:`ObsNormalizer` that :meth:`act` applies to raw
+    observations (see the module docstring).
 
     Args:
         obs_dim: length of the observation vector (LunarLander: 8).
-        n_actions: number of discrete actions (LunarLander: 4).
+        head_size: outputs of the policy head (logits, or the mean of each action dimension).
         hidden_size: width of each hidden layer.
         num_hidden_layers: hidden layers per trunk.
         shared_trunk: if True, actor and critic heads sit on one shared trunk (fewer
             parameters, but the value loss then shapes the policy's features too);
             if False (CleanRL's default), two separate MLPs.
-        norm_obs: give the agent an :class:`ObsNormalizer` (``obs_normalizer``) that :meth:`act`
-            applies to raw observations (see the module docstring); None otherwise.
-
-    Shapes: observations ``(batch, obs_dim)`` float32; logits ``(batch, n_actions)``;
-    values ``(batch,)``.
+        norm_obs: give the agent an :class:`ObsNormalizer` (``obs_normalizer``); None otherwise.
     """
 
     is_recurrent = False
-    #: Rollouts only *sample* with this agent step by step (:meth:`get_logits`) and score the whole rollout
+    #: Rollouts only *sample* with this agent step by step (:meth:`sample`) and score the whole rollout
     #: afterwards, log pi(a|s) and V(s) for all T x N samples in one batched pass
     #: (:class:`ppo_course.rollout.RolloutCollector`). The weights do not change during a rollout, so
     #: the numbers are the same; but a rollout step of a small MLP costs PyTorch's per-call overhead
     #: rather than arithmetic, so one pass over the whole rollout is far cheaper than T small ones.
     score_after_rollout = True
 
-    def __init__(self, obs_dim: int, n_actions: int, hidden_size: int = 64,
-                 num_hidden_layers: int = 2, shared_trunk: bool = False, norm_obs: bool = False):
+    def __init__(self, obs_dim: int, head_size: int, hidden_size: int = 64, num_hidden_layers: int = 2,
+                 shared_trunk: bool = False, norm_obs: bool = False):
         super().__init__()
-        self.obs_dim, self.n_actions, self.shared_trunk = obs_dim, n_actions, shared_trunk
+        self.obs_dim, self.shared_trunk = obs_dim, shared_trunk
         self.obs_shape = (obs_dim,)
         self.actor_trunk = MLP(obs_dim, hidden_size, num_hidden_layers)
         self.critic_trunk = self.actor_trunk if shared_trunk else MLP(obs_dim, hidden_size, num_hidden_layers)
-        self.actor_head = layer_init(nn.Linear(hidden_size, n_actions), std=POLICY_GAIN)
+        self.actor_head = layer_init(nn.Linear(hidden_size, head_size), std=POLICY_GAIN)
         self.critic_head = layer_init(nn.Linear(hidden_size, 1), std=VALUE_GAIN)
         self.obs_normalizer = ObsNormalizer(obs_dim) if norm_obs else None
 
@@ -222,10 +223,43 @@ class MLPActorCritic(nn.Module):
         """V(x): ``(batch, obs_dim)`` -> ``(batch,)``."""
         return self.critic_head(self.critic_trunk(x)).squeeze(-1)
 
-    def get_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Unnormalised action scores: ``(batch, obs_dim)`` -> ``(batch, n_actions)``."""
+    def policy_head(self, x: torch.Tensor) -> torch.Tensor:
+        """The policy head's output: ``(batch, obs_dim)`` -> ``(batch, head_size)``."""
         # F.linear on the head's parameters = self.actor_head(...) without the module-call overhead (see MLP)
         return F.linear(self.actor_trunk(x), self.actor_head.weight, self.actor_head.bias)
+
+    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The policy head's output and V(x) in one pass (the shared trunk computed once)."""
+        if self.shared_trunk:
+            hidden = self.actor_trunk(x)
+            return self.actor_head(hidden), self.critic_head(hidden).squeeze(-1)
+        return self.policy_head(x), self.get_value(x)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw observations as the training env would have given them (unchanged without ``norm_obs``)."""
+        return x if self.obs_normalizer is None else self.obs_normalizer(x)
+
+
+class MLPActorCritic(FlatActorCritic):
+    """Actor-critic for a flat observation vector and a discrete action space: a categorical policy.
+
+    Args:
+        obs_dim: length of the observation vector (LunarLander: 8).
+        n_actions: number of discrete actions (LunarLander: 4).
+        hidden_size, num_hidden_layers, shared_trunk, norm_obs: see :class:`FlatActorCritic`.
+
+    Shapes: observations ``(batch, obs_dim)`` float32; logits ``(batch, n_actions)``;
+    values ``(batch,)``.
+    """
+
+    def __init__(self, obs_dim: int, n_actions: int, hidden_size: int = 64,
+                 num_hidden_layers: int = 2, shared_trunk: bool = False, norm_obs: bool = False):
+        super().__init__(obs_dim, n_actions, hidden_size, num_hidden_layers, shared_trunk, norm_obs)
+        self.n_actions = n_actions
+
+    def get_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Unnormalised action scores: ``(batch, obs_dim)`` -> ``(batch, n_actions)``."""
+        return self.policy_head(x)
 
     def get_distribution(self, x: torch.Tensor) -> Categorical:
         """pi(. | x) as a ``Categorical`` built from logits (log-softmax inside, numerically safe)."""
@@ -248,11 +282,7 @@ class MLPActorCritic(nn.Module):
         Returns:
             :class:`ActionAndValue` of ``(batch,)`` tensors.
         """
-        if self.shared_trunk:
-            hidden = self.actor_trunk(x)
-            logits, value = self.actor_head(hidden), self.critic_head(hidden).squeeze(-1)
-        else:
-            logits, value = self.get_logits(x), self.get_value(x)
+        logits, value = self.heads(x)
         return ActionAndValue(*sample_and_score(logits, action, deterministic), value)
 
     def sample(self, x: torch.Tensor) -> torch.Tensor:
@@ -269,73 +299,55 @@ class MLPActorCritic(nn.Module):
 
         With an :class:`ObsNormalizer` the observations are normalised first, with its frozen statistics.
         """
-        if self.obs_normalizer is not None:
-            x = self.obs_normalizer(x)
-        return sample_action(self.get_logits(x), deterministic)
+        return sample_action(self.get_logits(self.normalize(x)), deterministic)
 
 
-class GaussianActorCritic(nn.Module):
+class GaussianActorCritic(FlatActorCritic):
     """Actor-critic for a flat observation vector and a continuous (``Box``) action space.
 
     The policy is a diagonal Gaussian, ``a ~ Normal(mean(x), exp(actor_logstd))`` independently in each
     action dimension (CleanRL's ``ppo_continuous_action.py``; Spinning Up's ``MLPGaussianActor``), so
-    log pi(a | x) and the entropy are sums over the action dimensions. The mean comes from an MLP
-    like :class:`MLPActorCritic`'s actor (tanh, sqrt(2) hidden gains) with a head of gain 0.01: every
-    initial mean is close to 0. The critic is its own MLP (or shares the trunk, ``shared_trunk``).
+    log pi(a | x) and the entropy are sums over the action dimensions. The mean is the policy head of
+    :class:`FlatActorCritic` (gain 0.01: every initial mean is close to 0).
 
     Actions are not squashed or clipped here: a sample may fall outside the environment's bounds, and
     the environment clips what it receives (:func:`ppo_course.envs.lunar.make_vector_env`), while the
     rollout stores, and the update scores, the sample itself.
 
-    Like :class:`MLPActorCritic` it declares no ``_transposed_weights``: its matrices are small and it
-    calls ``F.linear`` directly, so :func:`weight_snapshot` leaves it alone.
-
     Args:
         obs_dim: length of the observation vector (Pendulum: 3).
         act_dim: number of action dimensions (Pendulum: 1, BipedalWalker: 4).
-        hidden_size, num_hidden_layers, shared_trunk, norm_obs: as for :class:`MLPActorCritic`.
+        hidden_size, num_hidden_layers, shared_trunk, norm_obs: see :class:`FlatActorCritic`.
 
     Shapes: observations ``(batch, obs_dim)`` float32; actions and means ``(batch, act_dim)`` float32;
     log-probabilities, entropies and values ``(batch,)``.
     """
 
-    is_recurrent = False
-    #: As for MLPActorCritic: a rollout step only samples (:meth:`sample`); the rollout is scored in one pass.
-    score_after_rollout = True
-    #: No count of discrete actions (``act_dim`` counts the dimensions): code that compares an agent's
-    #: ``n_actions`` with an environment's ``action_space.n`` (``ppo-course eval --env``) finds None in both.
+    #: No count of discrete actions (``act_dim`` counts the dimensions).
     n_actions = None
 
     def __init__(self, obs_dim: int, act_dim: int, hidden_size: int = 64, num_hidden_layers: int = 2,
                  shared_trunk: bool = False, norm_obs: bool = False):
-        super().__init__()
-        self.obs_dim, self.act_dim, self.shared_trunk = obs_dim, act_dim, shared_trunk
-        self.obs_shape = (obs_dim,)
-        self.actor_trunk = MLP(obs_dim, hidden_size, num_hidden_layers)
-        self.critic_trunk = self.actor_trunk if shared_trunk else MLP(obs_dim, hidden_size, num_hidden_layers)
-        self.actor_head = layer_init(nn.Linear(hidden_size, act_dim), std=POLICY_GAIN)  # the mean
-        self.critic_head = layer_init(nn.Linear(hidden_size, 1), std=VALUE_GAIN)
+        super().__init__(obs_dim, act_dim, hidden_size, num_hidden_layers, shared_trunk, norm_obs)
+        self.act_dim = act_dim
         # One learned log-std per action dimension, the same in every state, starting at 0 (std 1), as in
         # CleanRL and Spinning Up. A std computed from the state can collapse or explode in states the
         # critic has barely seen, and for these tasks a single learned vector explores well enough.
         self.actor_logstd = nn.Parameter(torch.zeros(1, act_dim))
-        self.obs_normalizer = ObsNormalizer(obs_dim) if norm_obs else None
-
-    def get_value(self, x: torch.Tensor) -> torch.Tensor:
-        """V(x): ``(batch, obs_dim)`` -> ``(batch,)``."""
-        return self.critic_head(self.critic_trunk(x)).squeeze(-1)
 
     def get_mean(self, x: torch.Tensor) -> torch.Tensor:
         """The policy's mean action: ``(batch, obs_dim)`` -> ``(batch, act_dim)``."""
-        return F.linear(self.actor_trunk(x), self.actor_head.weight, self.actor_head.bias)
+        return self.policy_head(x)
+
+    def _normal(self, mean: torch.Tensor) -> Normal:
+        return Normal(mean, self.actor_logstd.exp().expand_as(mean), validate_args=False)
 
     def get_distribution(self, x: torch.Tensor) -> Normal:
         """pi(. | x) per action dimension: a ``Normal`` of batch shape ``(batch, act_dim)``.
 
         Sum its ``log_prob`` and ``entropy`` over the last dimension for the joint (diagonal) Gaussian.
         """
-        mean = self.get_mean(x)
-        return Normal(mean, self.actor_logstd.exp().expand_as(mean), validate_args=False)
+        return self._normal(self.get_mean(x))
 
     def get_action_and_value(self, x: torch.Tensor, action: torch.Tensor | None = None,
                              deterministic: bool = False) -> ActionAndValue:
@@ -351,12 +363,8 @@ class GaussianActorCritic(nn.Module):
             :class:`ActionAndValue`: action ``(batch, act_dim)``; log-probability, entropy (both summed
             over the action dimensions) and value ``(batch,)``.
         """
-        if self.shared_trunk:
-            hidden = self.actor_trunk(x)
-            mean, value = self.actor_head(hidden), self.critic_head(hidden).squeeze(-1)
-        else:
-            mean, value = self.get_mean(x), self.get_value(x)
-        dist = Normal(mean, self.actor_logstd.exp().expand_as(mean), validate_args=False)
+        mean, value = self.heads(x)
+        dist = self._normal(mean)
         if action is None:
             action = mean if deterministic else dist.sample()
         return ActionAndValue(action, dist.log_prob(action).sum(-1), dist.entropy().sum(-1), value)
@@ -378,8 +386,7 @@ class GaussianActorCritic(nn.Module):
         Deterministic: the mean. With an :class:`ObsNormalizer` the observations are normalised first,
         with its frozen statistics.
         """
-        if self.obs_normalizer is not None:
-            x = self.obs_normalizer(x)
+        x = self.normalize(x)
         return self.get_mean(x) if deterministic else self.sample(x)
 
 
