@@ -15,9 +15,8 @@ PORT ?= 8888
 LAB_ARGS ?=
 PYTEST_ARGS ?=
 # make test runs the suite in this many processes (pytest-xdist; each test file stays in one process,
-# so a notebook's cells run in order). 1 runs everything in one process. Three on a 2-core machine: notebook
-# kernels, the browser and CLI subprocesses often wait, and a third process fills the idle core.
-TEST_WORKERS ?= 3
+# so a notebook's cells run in order). 1 runs everything in one process.
+TEST_WORKERS ?= 2
 
 .PHONY: lab test exercises bench install torch clean
 
