@@ -27,9 +27,10 @@ class LiveDashboard:
         import matplotlib.pyplot as plt
 
         self.every, self.success_threshold, self.panels = every, success_threshold, panels
+        self.ncols = min(4, len(panels))  # up to four panels a row; fewer panels, a narrower figure
         self.data: dict[str, list[float]] = defaultdict(list)
         self.updates = 0
-        self.fig = plt.figure(figsize=(12.8, 2.6 * math.ceil(len(panels) / 4)))
+        self.fig = plt.figure(figsize=(3.2 * self.ncols, 2.6 * math.ceil(len(panels) / self.ncols)))
         plt.close(self.fig)  # we display it ourselves, once, in a slot we can update
         self._handle = None
 
@@ -48,7 +49,7 @@ class LiveDashboard:
 
         if not self.data:
             return
-        plot_training_curves(dict(self.data), self.panels, self.success_threshold, fig=self.fig)
+        plot_training_curves(dict(self.data), self.panels, self.success_threshold, ncols=self.ncols, fig=self.fig)
         if self._handle is None:
             self._handle = display(self.fig, display_id=True)
         else:
