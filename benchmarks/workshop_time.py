@@ -33,7 +33,7 @@ import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from ppo_course.course import BADGE_TAG, SETUP_TAG, core_path, is_optional  # noqa: E402
+from ppo_course.course import BADGE_TAG, SETUP_TAG, core_path, execute, is_optional  # noqa: E402
 
 WORDS_PER_MINUTE = 180
 CODE_LINES_PER_MINUTE = 10
@@ -55,20 +55,10 @@ def code_lines(cell) -> int:
 
 def execute_core(path: Path, fast: bool) -> float:
     """Seconds to run the notebook's core cells top to bottom (a fresh kernel, working dir = its folder)."""
-    from nbclient import NotebookClient
-
-    env_before = os.environ.get("PPO_COURSE_FAST")
-    os.environ["PPO_COURSE_FAST"] = "1" if fast else "0"
-    try:
-        nb = core_path(nbformat.read(path, as_version=4))
-        start = time.perf_counter()
-        NotebookClient(nb, timeout=3600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
-        return time.perf_counter() - start
-    finally:
-        if env_before is None:
-            os.environ.pop("PPO_COURSE_FAST", None)
-        else:
-            os.environ["PPO_COURSE_FAST"] = env_before
+    nb = core_path(nbformat.read(path, as_version=4))
+    start = time.perf_counter()
+    execute(nb, path.parent, fast=fast, timeout=3600)
+    return time.perf_counter() - start
 
 
 def measure(path: Path, execute: bool, fast: bool) -> dict:

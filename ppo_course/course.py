@@ -169,6 +169,30 @@ def core_path(nb):
     return core
 
 
+def execute(nb, folder: str | os.PathLike, fast: bool = True, timeout: int = 600, env: dict | None = None):
+    """Run notebook ``nb`` top to bottom in a fresh kernel whose working directory is ``folder``.
+
+    ``fast`` sets ``PPO_COURSE_FAST`` for the kernel; ``env`` adds other variables. The process's own
+    environment is restored afterwards. Needs ``nbclient`` (the ``dev`` extra). Returns ``nb``, with
+    outputs; raises ``nbclient.exceptions.CellExecutionError`` at the first failing cell.
+    """
+    from nbclient import NotebookClient
+
+    settings = {FAST_ENV: "1" if fast else "0", **(env or {})}
+    saved = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
+    try:
+        NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                       resources={"metadata": {"path": str(folder)}}).execute()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return nb
+
+
 def strip_outputs(nb):
     """Remove outputs and execution counts (notebooks are committed clean)."""
     for cell in nb.cells:

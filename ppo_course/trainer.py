@@ -515,8 +515,7 @@ def _save(run: _Run, name: str) -> Path | None:
     """Write checkpoint ``name`` atomically into the run directory (nothing without one)."""
     if run.run_dir is None:
         return None
-    envs = run.collector.envs
-    sync_obs_normalizer(run.agent, envs)
+    envs = run.collector.envs  # the agent's observation normaliser was synced when its update finished
     payload = {"model": run.agent.state_dict(), "optimizer": run.optimizer.state_dict(),
                "config": run.config.to_dict(), "global_step": run.global_step, "update": run.update,
                "best_return": run.best_return, "obs_shape": tuple(envs.single_observation_space.shape),

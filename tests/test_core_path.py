@@ -8,7 +8,6 @@ for the learner too: each begins with a heading that says "*(optional)*".
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import nbformat
 import pytest
 from figure_checks import figure_problem
 
-from ppo_course.course import OPTIONAL_TAG, core_path, is_optional
+from ppo_course.course import OPTIONAL_TAG, core_path, execute, is_optional
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE_NOTEBOOKS = sorted((ROOT / "notebooks").glob("0[0-7]_*.ipynb"))
@@ -46,20 +45,9 @@ def test_optional_sections_are_marked_in_their_headings(path):
 
 @pytest.mark.parametrize("path", CORE_NOTEBOOKS, ids=lambda p: p.name)
 def test_core_path_runs_with_optional_cells_removed(path):
-    from nbclient import NotebookClient
-
     nb = core_path(nbformat.read(path, as_version=4))
     assert not any(OPTIONAL_TAG in c.metadata.get("tags", []) for c in nb.cells)
-    saved = os.environ.get("PPO_COURSE_FAST")
-    os.environ["PPO_COURSE_FAST"] = "1"
-    try:
-        NotebookClient(nb, timeout=600, kernel_name="python3",
-                       resources={"metadata": {"path": str(path.parent)}}).execute()
-    finally:
-        if saved is None:
-            os.environ.pop("PPO_COURSE_FAST")
-        else:
-            os.environ["PPO_COURSE_FAST"] = saved
+    execute(nb, path.parent, fast=True)
     widgets = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
     problems = [f"cell {i}: {p}" for i, c in enumerate(nb.cells) if c.cell_type == "code"
                 and (p := figure_problem(c.source, c.outputs, widgets))]

@@ -1,11 +1,11 @@
 """exercises/ is generated from solutions/ (and up to date), and every exercise runs to the end as shipped."""
 
-import os
 from pathlib import Path
 
 import nbformat
 import pytest
 
+from ppo_course.course import execute
 from ppo_course.exercises import ExerciseSourceError, build_all, build_exercise, solution_paths, stub_source
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,18 +74,7 @@ def test_every_check_cell_follows_a_task(solution):
 
 
 def _execute(path: Path) -> nbformat.NotebookNode:
-    from nbclient import NotebookClient
-
-    nb = nbformat.read(path, as_version=4)
-    env = {"PPO_COURSE_FAST": "1", "MPLBACKEND": "Agg"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
-    finally:
-        for k, v in old.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-    return nb
+    return execute(nbformat.read(path, as_version=4), ROOT, fast=True, timeout=120, env={"MPLBACKEND": "Agg"})
 
 
 def _text(cell) -> str:
