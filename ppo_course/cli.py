@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import signal
 import sys
+import warnings
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Sequence
@@ -215,6 +217,14 @@ def _check_device(name: str) -> None:
         raise CLIError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) visible")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """The package's own runtime warnings (e.g. a resume that cannot continue exactly) as one line."""
+    if issubclass(category, RuntimeWarning) and f"{os.sep}ppo_course{os.sep}" in filename:
+        print(f"ppo-course: warning: {message}", file=sys.stderr)
+    else:
+        print(warnings.formatwarning(message, category, filename, lineno, line), file=sys.stderr, end="")
+
+
 class _StopRequest:
     """The first Ctrl-C or SIGTERM asks the run to stop after the current update (which is then logged and
     checkpointed); a second one stops at once (checkpoint writes are atomic, so nothing is corrupted)."""
@@ -362,6 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # `kill`, `timeout` and batch schedulers stop a run with SIGTERM: treat it like Ctrl-C, so that the
     # run keeps a consistent checkpoint and closes its environments (ViZDoom's game processes too).
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    warnings.showwarning = _show_warning
     commands = {"train": _cmd_train, "eval": _cmd_eval, "play": _cmd_play, "doctor": _cmd_doctor,
                 "exercises": _cmd_exercises}
     try:

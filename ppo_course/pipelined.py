@@ -100,6 +100,20 @@ class PipelinedCollector:
         for group in self.groups:
             group.close()
 
+    def state_dict(self) -> dict:
+        """Every group's :meth:`RolloutCollector.state_dict <ppo_course.rollout.RolloutCollector.state_dict>`."""
+        return {"groups": [group.state_dict() for group in self.groups]}
+
+    def load_state_dict(self, state: dict) -> list[int]:
+        """Undo :meth:`state_dict`; returns the environments (numbered across groups) whose replay diverged."""
+        if len(state["groups"]) != len(self.groups):
+            raise ValueError(f"the saved state has {len(state['groups'])} env groups, this collector {len(self.groups)}")
+        diverged, offset = [], 0
+        for group, saved in zip(self.groups, state["groups"]):
+            diverged += [offset + i for i in group.load_state_dict(saved)]
+            offset += group.num_envs
+        return diverged
+
     @torch.no_grad()
     def collect(self) -> tuple[RolloutBuffer, torch.Tensor]:
         """One rollout of ``num_steps`` steps in every environment of every group (see

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .buffer import RolloutBuffer
+from .envs.replay import episode_logs, load_vector_env_state, replay_episodes, vector_env_state
 from .networks import weight_snapshot
 
 
@@ -167,6 +168,34 @@ class RolloutCollector:
                             truncations=as_tensor(self._truncations), final_values=self._final_values,
                             starts=as_tensor(self._starts), initial_lstm_state=initial)
         return buf, next_value
+
+    # -- exact resume ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything the next rollout depends on besides the agent and the global RNGs, taken between
+        rollouts: each environment's episode in progress as a log to replay and the vector wrappers'
+        running state (:mod:`ppo_course.envs.replay`), the next observation, the episode-start flags
+        and the LSTM state. Picklable (the trainer puts it in checkpoints)."""
+        lstm = None if self.lstm_state is None else tuple(s.clone() for s in self.lstm_state)
+        return {"episodes": episode_logs(self.envs), "wrappers": vector_env_state(self.envs),
+                "next_obs": np.copy(self.next_obs), "next_start": np.copy(self.next_start), "lstm_state": lstm}
+
+    def load_state_dict(self, state: dict) -> list[int]:
+        """Undo :meth:`state_dict` in a collector built the same way (same environments, same agent):
+        every environment replays its episode in progress, then the wrappers' state is copied in.
+
+        Returns:
+            The environments whose replay did not reproduce the saved observation (empty when the
+            simulator is deterministic, as Box2D and ViZDoom are); they continue from the replayed state.
+
+        Raises:
+            ValueError: a state taken from a different number of environments or other wrappers.
+        """
+        diverged = replay_episodes(self.envs, state["episodes"])
+        load_vector_env_state(self.envs, state["wrappers"])
+        self.next_obs, self.next_start = np.copy(state["next_obs"]), np.copy(state["next_start"])
+        if state["lstm_state"] is not None:
+            self.lstm_state = tuple(s.to(self.device) for s in state["lstm_state"])
+        return diverged
 
     # -- helpers ---------------------------------------------------------------------------------------
     def _net_input(self, obs: np.ndarray) -> torch.Tensor:

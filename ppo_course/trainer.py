@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 import random
 import time
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -401,13 +402,17 @@ def _set_up(config: PPOConfig, run_dir: Path | None, resume: bool, tensorboard: 
     if ckpt:
         agent.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        restore_rng_state(ckpt["rng"], minibatch_rng)
-        for key, attr in (("reward_rms", "return_rms"), ("obs_rms", "obs_rms")):  # the normalisers' statistics
-            rms = wrapper_attr(envs, attr)
-            if key in ckpt and rms is not None:
-                for stat, value in ckpt[key].items():
-                    setattr(rms, stat, value)
-    collector = make_collector(env_groups, agent, config.num_steps, device, seed=config.seed + global_step)
+    exact = ckpt is not None and _replayable(ckpt, config)
+    # an exact resume replays the environments' saved episodes; otherwise they start over from new seeds
+    collector = make_collector(env_groups, agent, config.num_steps, device,
+                               seed=config.seed + (global_step if ckpt and not exact else 0))
+    if ckpt:
+        try:
+            _resume_environments(ckpt, collector, envs, exact)
+        except BaseException:
+            collector.close()
+            raise
+        restore_rng_state(ckpt["rng"], minibatch_rng)  # last: nothing above may draw from the restored generators
 
     logger = MetricsLogger(run_dir, tensorboard, resume_step=global_step if ckpt else None) if run_dir else None
     if logger and not ckpt:
@@ -434,6 +439,42 @@ def _resume_checkpoint(config: PPOConfig, run_dir: Path | None, device: torch.de
         raise CheckpointError(f"{run_dir / LATEST} holds a network of another shape ({', '.join(changed)}): resume "
                               "without changing these, or train into a new run directory")
     return ckpt
+
+
+def _replayable(ckpt: dict, config: PPOConfig) -> bool:
+    """True when ``ckpt`` holds the environments' state and they are built as they were then."""
+    saved = PPOConfig.from_dict(ckpt["config"])
+    return "collector" in ckpt and all(getattr(saved, name) == getattr(config, name) for name in _ENV_FIELDS)
+
+
+#: Settings that decide how the training environments are built: an exact resume needs them unchanged.
+_ENV_FIELDS = ("env_id", "env_kwargs", "num_envs", "env_groups", "norm_reward", "norm_obs", "gamma")
+
+
+def _resume_environments(ckpt: dict, collector: RolloutCollector | PipelinedCollector, envs, exact: bool) -> None:
+    """Put the training environments back where the checkpoint left them.
+
+    ``exact``: every episode in progress is replayed and the wrappers' running state restored
+    (:meth:`RolloutCollector.load_state_dict`), so the run continues as the uninterrupted one would.
+    Otherwise (a checkpoint written by an older version or by an interrupt in mid-rollout, or changed
+    environment settings) only the normalisers' statistics are restored and a warning says that the
+    episodes in progress started over.
+    """
+    if exact:
+        diverged = collector.load_state_dict(ckpt["collector"])
+        if diverged:
+            warnings.warn(f"resume: replaying the episodes in progress did not reproduce environment(s) {diverged} "
+                          "(is the simulator deterministic?); they continue from the replayed state, so the run "
+                          "will differ from an uninterrupted one", RuntimeWarning, stacklevel=3)
+        return
+    for key, attr in (("reward_rms", "return_rms"), ("obs_rms", "obs_rms")):  # the normalisers' statistics
+        rms = wrapper_attr(envs, attr)
+        if key in ckpt and rms is not None:
+            for stat, value in ckpt[key].items():
+                setattr(rms, stat, value)
+    warnings.warn("resume: the episodes in progress start over (the checkpoint does not hold the environments' "
+                  "state, or their settings changed), so the run will differ from an uninterrupted one",
+                  RuntimeWarning, stacklevel=3)
 
 
 #: Settings that decide the network's shape (or its input's): a resumed run cannot change them.
@@ -511,8 +552,11 @@ def _evaluate_and_checkpoint(run: _Run) -> dict[str, float]:
     return run.last_eval.metrics()
 
 
-def _save(run: _Run, name: str) -> Path | None:
-    """Write checkpoint ``name`` atomically into the run directory (nothing without one)."""
+def _save(run: _Run, name: str, with_envs: bool = True) -> Path | None:
+    """Write checkpoint ``name`` atomically into the run directory (nothing without one).
+
+    Between rollouts (``with_envs``) it includes the collector's state -- the environments' episodes in
+    progress, their wrappers' running state, the LSTM state -- so that ``resume`` continues exactly."""
     if run.run_dir is None:
         return None
     envs = run.collector.envs  # the agent's observation normaliser was synced when its update finished
@@ -524,6 +568,8 @@ def _save(run: _Run, name: str) -> Path | None:
         rms = wrapper_attr(envs, attr)
         if rms is not None:
             payload[key] = {"mean": rms.mean, "var": rms.var, "count": rms.count}
+    if with_envs:
+        payload["collector"] = run.collector.state_dict()
     return save_checkpoint(run.run_dir / name, payload)
 
 
@@ -559,7 +605,7 @@ def _keep_finished_work(run: _Run, phase: str) -> None:
     if phase == "rollout":
         run.update -= 1  # this update never happened
     if phase != "update" and run.run_dir is not None and run.global_step > run.start_step:
-        _save(run, LATEST)
+        _save(run, LATEST, with_envs=phase != "rollout")  # mid-rollout the environments are past the update
 
 
 def _progress_bar(run: _Run, progress: bool):

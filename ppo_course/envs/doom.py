@@ -75,6 +75,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 
 from .lunar import EnvironmentIdError
+from .replay import EpisodeRecorder
 
 PREFIX = "doom:"
 
@@ -533,8 +534,11 @@ class VizDoomGymnasiumEnv(gym.Env):
     # -- Gymnasium API -----------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        if seed is not None:
-            self.game.set_seed(int(seed) % (2**32))
+        # Every episode gets its own game seed, drawn from np_random unless one is given: an episode is then
+        # fixed by np_random's state at reset and the actions, whatever the game played before (the
+        # property exact resume relies on, see envs/replay.py)
+        game_seed = seed if seed is not None else self.np_random.integers(2**32)
+        self.game.set_seed(int(game_seed) % (2**32))
         self.game.new_episode()
         self._vars = self._read()
         self._start = dict(self._vars)
@@ -649,7 +653,8 @@ def make_vector_env(env_id: str, num_envs: int, asynchronous: bool = False, norm
     check_shaping(scenario, DoomConfig.for_scenario(scenario, env_kwargs.get("shaping")))  # fail here, not in a worker
     if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
         raise DoomEnvError(f"num_envs must be an int >= 1, got {num_envs!r}")
-    fns = [lambda: make_env(env_id, None, **env_kwargs) for _ in range(num_envs)]
+    # EpisodeRecorder: what a checkpoint needs to rebuild each game's state (exact resume, envs/replay.py)
+    fns = [lambda: EpisodeRecorder(make_env(env_id, None, **env_kwargs)) for _ in range(num_envs)]
     cls = gym.vector.AsyncVectorEnv if asynchronous else gym.vector.SyncVectorEnv
     envs = cls(fns, autoreset_mode=AutoresetMode.SAME_STEP)
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)

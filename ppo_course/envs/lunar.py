@@ -33,6 +33,7 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.wrappers.utils import RunningMeanStd
 
 from ..networks import OBS_CLIP, OBS_EPSILON
+from .replay import EpisodeRecorder
 
 
 class EnvironmentIdError(ValueError):
@@ -95,7 +96,8 @@ def make_vector_env(env_id: str, num_envs: int, asynchronous: bool = False, norm
     """
     check_env_id(env_id)
     envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="async" if asynchronous else "sync",
-                        vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP})
+                        vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+                        wrappers=[EpisodeRecorder])  # what a checkpoint needs to rebuild each env (exact resume)
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
     if isinstance(envs.single_action_space, gym.spaces.Box):
         envs = gym.wrappers.vector.ClipAction(envs)
