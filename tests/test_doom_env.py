@@ -284,8 +284,38 @@ def test_bad_shaping_is_one_clear_error(shaping, message):
         DoomConfig.for_scenario("basic", shaping)
 
 
-def test_a_killed_process_leaves_no_doom_engine_behind(tmp_path):
-    """kill -9 of a process with open games: its watcher kills the engines and removes their shared memory."""
+def _engines_under(root: int) -> dict[int, str]:
+    """``{pid: instance id}`` of the ViZDoom engines anywhere below process ``root`` (Linux)."""
+    import os
+
+    parent, engines = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                parent[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if b"+viz_instance_id" in args:
+            engines[int(entry)] = args[args.index(b"+viz_instance_id") + 1].decode()
+
+    def below(pid):
+        while pid in parent and pid > 1:
+            pid = parent[pid]
+            if pid == root:
+                return True
+        return False
+
+    return {pid: instance for pid, instance in engines.items() if below(pid)}
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_a_killed_process_leaves_no_doom_engine_behind(asynchronous, tmp_path):
+    """kill -9 of a process with open games, in-process or in AsyncVectorEnv workers: no engine survives
+    (the watcher of each process that started one kills it) and no shared memory is left."""
     import os
     import signal
     import subprocess
@@ -294,19 +324,20 @@ def test_a_killed_process_leaves_no_doom_engine_behind(tmp_path):
 
     from ppo_course.envs.reaper import engine_is_running
 
-    script = ("from ppo_course.envs import make_env\nfrom ppo_course.envs.doom import _engines\nimport time\n"
-              "env = make_env('doom:basic'); env.reset(seed=0)\n"
-              "print(*[f'{p} {i}' for p, i in _engines().items()], sep='\\n', flush=True)\ntime.sleep(120)\n")
+    script = ("from ppo_course.envs import make_vector_env\nimport time\n"
+              f"envs = make_vector_env('doom:basic', 2, asynchronous={asynchronous}); envs.reset(seed=0)\n"
+              "print('ready', flush=True)\ntime.sleep(120)\n")
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=tmp_path,
                             env={**os.environ, "PPO_COURSE_RUNS": str(tmp_path / "runs")})
-    pid, instance_id = proc.stdout.readline().split()
-    assert engine_is_running(int(pid), instance_id)
-    assert any(name.endswith(instance_id) for name in os.listdir("/dev/shm"))
+    assert proc.stdout.readline().strip() == "ready"
+    engines = _engines_under(proc.pid)
+    assert len(engines) == 2 and all(engine_is_running(pid, i) for pid, i in engines.items())
+    assert all(any(name.endswith(i) for name in os.listdir("/dev/shm")) for i in engines.values())
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and engine_is_running(int(pid), instance_id):
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(engine_is_running(pid, i) for pid, i in engines.items()):
         time.sleep(0.2)
-    assert not engine_is_running(int(pid), instance_id), "the engine outlived its killed parent"
+    assert not any(engine_is_running(pid, i) for pid, i in engines.items()), "an engine outlived its killed parent"
     time.sleep(0.5)
-    assert not [name for name in os.listdir("/dev/shm") if name.endswith(instance_id)]
+    assert not [name for name in os.listdir("/dev/shm") if any(name.endswith(i) for i in engines.values())]

@@ -98,14 +98,20 @@ def test_continuous_run_with_observation_normalisation_resumes_exactly(tmp_path,
     _same_weights(tmp_path / "resumed", tmp_path / "reference")
 
 
-def test_doom_run_with_lstm_and_env_groups_resumes_exactly(tmp_path, monkeypatch):
-    config = PPOConfig.from_presets(["debug"], env_id="doom:basic", num_envs=4, num_steps=16, total_timesteps=192,
-                                    eval_interval=0, eval_episodes=1)
+def test_doom_run_with_lstm_and_env_groups_resumes_exactly(tmp_path, monkeypatch, capsys):
+    base = PPOConfig.from_presets(["debug"], env_id="doom:basic")
+    config = base.replace(num_envs=4, num_steps=16, total_timesteps=192, eval_interval=0, eval_episodes=1,
+                          env_kwargs={**base.env_kwargs, "frame_stack": 2})
     assert config.use_lstm and config.env_groups == 2  # the pipelined collector, two groups of two games
     train(config, tmp_path / "reference", progress=False, tensorboard=False)
     _interrupted_and_resumed(config, tmp_path / "resumed", monkeypatch, "rollout", 1)
     _same_metrics(tmp_path / "resumed", tmp_path / "reference")
     _same_weights(tmp_path / "resumed", tmp_path / "reference")
+    # `play` builds the run's own environment (two stacked frames here, not the default four)
+    from ppo_course.cli import main
+
+    assert main(["play", "--logdir", str(tmp_path / "resumed"), "--episodes", "1"]) == 0
+    assert "episode 1: return" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("asynchronous", [False, True])
