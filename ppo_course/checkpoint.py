@@ -6,11 +6,16 @@ A checkpoint is one ``torch.save`` dict::
      "global_step": int, "update": int, "best_return": float | None,
      "obs_shape": tuple, "n_actions": int (Discrete) or "act_dim": int (Box),
      "rng": {"python", "numpy", "torch", "minibatch"},
-     "reward_rms", "obs_rms": {"mean", "var", "count"} (when rewards / observations are normalised)}
+     "reward_rms", "obs_rms": {"mean", "var", "count"} (when rewards / observations are normalised),
+     "collector": RolloutCollector.state_dict() (written between rollouts: what an exact resume replays)}
 
 An agent trained with ``norm_obs`` also holds the observation statistics in its ``state_dict``
 (:class:`~ppo_course.networks.ObsNormalizer`), so the agent ``load_agent`` rebuilds normalises by itself;
-``obs_rms`` is the training env's own copy, restored on resume.
+``obs_rms`` is the training env's own copy. ``collector`` holds the training environments' episodes in
+progress, their wrappers' running state (the normalisers' statistics again, and their per-environment
+accumulators) and the LSTM state, so that a resumed run continues exactly as the uninterrupted one
+(:mod:`ppo_course.envs.replay`); ``reward_rms``/``obs_rms`` serve readers of the statistics and resuming
+from checkpoints written without ``collector``.
 
 It is written to a temporary file in the same folder and moved into place with
 ``os.replace``, so a crash mid-write never leaves a half-written ``latest.pt``.
