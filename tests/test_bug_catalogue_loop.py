@@ -1,8 +1,9 @@
 """The bug catalogue, ex05: realistic broken PPO update loops, each caught by check_ppo_update with its diagnosis.
 
 Every test here is a deliberately broken implementation; ``pytest -k bug`` selects exactly this
-catalogue (and ex04's), so nothing else in these files may carry that word. Each loop calls the
-global ``ppo_loss`` as the learner's notebook does.
+catalogue (and ex04's), so nothing else in these files may carry that word. Each loop has the
+package's arguments, ``(agent, optimizer, buf, advantages, returns, config, ent_coef, rng)``, and
+calls the global ``ppo_loss`` as the learner's notebook does.
 """
 
 import numpy as np
@@ -18,90 +19,126 @@ def _assert_caught(fn, phrase):
     assert_caught(check_ppo_update(fn, quiet=True), phrase)
 
 
-def _minibatch_step(agent, optimizer, batch, idx, hp, *, old_logprobs=None, advantages=None, returns_idx=None,
-                    zero_grad=True, clip=True, zero_grad_after_backward=False):
-    clip_coef, vf_coef, ent_coef, max_grad_norm = hp
-    _, new_logprobs, entropy, new_values = agent.get_action_and_value(batch["obs"][idx], batch["actions"][idx])
-    old = batch["logprobs"][idx] if old_logprobs is None else old_logprobs(new_logprobs)
-    adv = batch["advantages"][idx] if advantages is None else advantages
-    ret = batch["returns"][idx if returns_idx is None else returns_idx]
-    loss = ppo_loss(new_logprobs, old, adv, new_values, batch["values"][idx], ret, entropy,
-                    clip_coef, vf_coef, ent_coef)
+def _kl(new_logprobs, old_logprobs):
+    with torch.no_grad():
+        logratio = new_logprobs - old_logprobs
+        return ((torch.exp(logratio) - 1) - logratio).mean()
+
+
+def _minibatch_step(agent, optimizer, b, idx, config, ent_coef, *, old_logprobs=None, advantages=None,
+                    returns_idx=None, zero_grad=True, clip=True, zero_grad_after_backward=False):
+    """One minibatch of the loop, with the optional slips; returns its approx_kl."""
+    _, new_logprobs, entropy, new_values = agent.get_action_and_value(b["obs"][idx], b["actions"][idx])
+    old = b["logprobs"][idx] if old_logprobs is None else old_logprobs(new_logprobs)
+    adv = b["advantages"][idx] if advantages is None else advantages
+    ret = b["returns"][idx if returns_idx is None else returns_idx]
+    loss = ppo_loss(new_logprobs, old, adv, new_values, b["values"][idx], ret, entropy,
+                    config.clip_coef, config.vf_coef, ent_coef)
     if zero_grad:
         optimizer.zero_grad()
     loss.backward()
     if zero_grad_after_backward:
         optimizer.zero_grad()
     if clip:
-        nn.utils.clip_grad_norm_(agent.parameters(), max_grad_norm)
+        nn.utils.clip_grad_norm_(agent.parameters(), config.max_grad_norm)
     optimizer.step()
+    return _kl(new_logprobs, b["logprobs"][idx])
+
+
+def _stops(kls, config):
+    """The early stop after an epoch: its mean approx_kl past target_kl."""
+    return config.target_kl is not None and torch.stack(kls).mean() > config.target_kl
+
+
+def _loop(**step_kwargs):
+    """The reference loop, with one slip passed on to every minibatch step."""
+    def update(agent, optimizer, buf, advantages, returns, config, ent_coef, rng):
+        b = buf.flatten(advantages=advantages, returns=returns)
+        size = config.minibatch_size
+        for _ in range(config.update_epochs):
+            order = rng.permutation(config.batch_size)
+            kls = []
+            for start in range(0, config.batch_size, size):
+                idx = order[start:start + size]
+                kwargs = {k: (v(idx, order, start, size) if k == "returns_idx" else v) for k, v in step_kwargs.items()}
+                kls.append(_minibatch_step(agent, optimizer, b, idx, config, ent_coef, **kwargs))
+            if _stops(kls, config):
+                break
+        return torch.stack(kls).mean().item()
+    return update
 
 
 def test_bug_advantages_normalised_over_whole_rollout():
-    def broken(agent, optimizer, batch, num_minibatches, update_epochs, clip_coef, vf_coef, ent_coef, max_grad_norm,
-               rng):
-        n, size = len(batch["obs"]), len(batch["obs"]) // num_minibatches
-        for _ in range(update_epochs):
-            order = rng.permutation(n)
-            for start in range(0, n, size):
+    def broken(agent, optimizer, buf, advantages, returns, config, ent_coef, rng):
+        b = buf.flatten(advantages=advantages, returns=returns)
+        size = config.minibatch_size
+        for _ in range(config.update_epochs):
+            order = rng.permutation(config.batch_size)
+            kls = []
+            for start in range(0, config.batch_size, size):
                 idx = order[start:start + size]
-                adv = batch["advantages"]
+                adv = b["advantages"]
                 adv = (adv - adv.mean()) / (adv.std() + 1e-8)  # the whole rollout's statistics
-                _minibatch_step(agent, optimizer, batch, idx, (clip_coef, vf_coef, ent_coef, max_grad_norm),
-                                advantages=adv[idx])
+                kls.append(_minibatch_step(agent, optimizer, b, idx, config, ent_coef, advantages=adv[idx]))
+            if _stops(kls, config):
+                break
+        return torch.stack(kls).mean().item()
 
     _assert_caught(broken, "advantages were normalised over the whole rollout inside the minibatch loop")
 
 
+def test_bug_normalised_advantages_written_into_the_rollout():
+    def broken(agent, optimizer, buf, advantages, returns, config, ent_coef, rng):
+        b = buf.flatten(advantages=advantages, returns=returns)
+        b["advantages"] -= b["advantages"].mean()  # b's tensors are views: this changes the caller's advantages
+        b["advantages"] /= b["advantages"].std() + 1e-8
+        return _loop()(agent, optimizer, buf, advantages, returns, config, ent_coef, rng)
+
+    _assert_caught(broken, "your update wrote into advantages")
+
+
 def test_bug_no_shuffling_between_epochs():
-    def broken(agent, optimizer, batch, num_minibatches, update_epochs, clip_coef, vf_coef, ent_coef, max_grad_norm,
-               rng):
-        n, size = len(batch["obs"]), len(batch["obs"]) // num_minibatches
-        order = rng.permutation(n)  # drawn once, outside the epoch loop
-        for _ in range(update_epochs):
-            for start in range(0, n, size):
-                _minibatch_step(agent, optimizer, batch, order[start:start + size],
-                                (clip_coef, vf_coef, ent_coef, max_grad_norm))
+    def broken(agent, optimizer, buf, advantages, returns, config, ent_coef, rng):
+        b = buf.flatten(advantages=advantages, returns=returns)
+        size = config.minibatch_size
+        order = rng.permutation(config.batch_size)  # drawn once, outside the epoch loop
+        for _ in range(config.update_epochs):
+            kls = [_minibatch_step(agent, optimizer, b, order[start:start + size], config, ent_coef)
+                   for start in range(0, config.batch_size, size)]
+            if _stops(kls, config):
+                break
+        return torch.stack(kls).mean().item()
 
     _assert_caught(broken, "no shuffling between epochs")
 
 
 def test_bug_never_shuffled():
-    def broken(agent, optimizer, batch, num_minibatches, update_epochs, clip_coef, vf_coef, ent_coef, max_grad_norm,
-               rng):
-        n, size = len(batch["obs"]), len(batch["obs"]) // num_minibatches
-        for _ in range(update_epochs):
-            for start in range(0, n, size):
-                _minibatch_step(agent, optimizer, batch, np.arange(start, start + size),
-                                (clip_coef, vf_coef, ent_coef, max_grad_norm))
+    def broken(agent, optimizer, buf, advantages, returns, config, ent_coef, rng):
+        b = buf.flatten(advantages=advantages, returns=returns)
+        size = config.minibatch_size
+        for _ in range(config.update_epochs):
+            kls = [_minibatch_step(agent, optimizer, b, np.arange(start, start + size), config, ent_coef)
+                   for start in range(0, config.batch_size, size)]
+            if _stops(kls, config):
+                break
+        return torch.stack(kls).mean().item()
 
     _assert_caught(broken, "the minibatches are never shuffled")
 
 
 def test_bug_shuffled_without_the_given_rng():
-    def broken(agent, optimizer, batch, num_minibatches, update_epochs, clip_coef, vf_coef, ent_coef, max_grad_norm,
-               rng):
-        n, size = len(batch["obs"]), len(batch["obs"]) // num_minibatches
-        for _ in range(update_epochs):
-            order = torch.randperm(n)  # PyTorch's global generator, not the rng passed in
-            for start in range(0, n, size):
-                _minibatch_step(agent, optimizer, batch, order[start:start + size],
-                                (clip_coef, vf_coef, ent_coef, max_grad_norm))
+    def broken(agent, optimizer, buf, advantages, returns, config, ent_coef, rng):
+        b = buf.flatten(advantages=advantages, returns=returns)
+        size = config.minibatch_size
+        for _ in range(config.update_epochs):
+            order = torch.randperm(config.batch_size)  # PyTorch's global generator, not the rng passed in
+            kls = [_minibatch_step(agent, optimizer, b, order[start:start + size], config, ent_coef)
+                   for start in range(0, config.batch_size, size)]
+            if _stops(kls, config):
+                break
+        return torch.stack(kls).mean().item()
 
     _assert_caught(broken, "the shuffling does not follow the contract")
-
-
-def _loop(**step_kwargs):
-    def update(agent, optimizer, batch, num_minibatches, update_epochs, clip_coef, vf_coef, ent_coef, max_grad_norm,
-               rng):
-        n, size = len(batch["obs"]), len(batch["obs"]) // num_minibatches
-        for _ in range(update_epochs):
-            order = rng.permutation(n)
-            for start in range(0, n, size):
-                idx = order[start:start + size]
-                kwargs = {k: (v(idx, order, start, size) if k == "returns_idx" else v) for k, v in step_kwargs.items()}
-                _minibatch_step(agent, optimizer, batch, idx, (clip_coef, vf_coef, ent_coef, max_grad_norm), **kwargs)
-    return update
 
 
 def test_bug_zero_grad_forgotten():
@@ -133,30 +170,97 @@ def test_bug_mismatched_minibatch_indices():
 
 
 def test_bug_one_minibatch_per_epoch():
-    def broken(agent, optimizer, batch, num_minibatches, update_epochs, clip_coef, vf_coef, ent_coef, max_grad_norm,
-               rng):
-        n, size = len(batch["obs"]), len(batch["obs"]) // num_minibatches
-        for _ in range(update_epochs):
-            order = rng.permutation(n)
-            _minibatch_step(agent, optimizer, batch, order[:size], (clip_coef, vf_coef, ent_coef, max_grad_norm))
+    def broken(agent, optimizer, buf, advantages, returns, config, ent_coef, rng):
+        b = buf.flatten(advantages=advantages, returns=returns)
+        for _ in range(config.update_epochs):
+            order = rng.permutation(config.batch_size)
+            kl = _minibatch_step(agent, optimizer, b, order[:config.minibatch_size], config, ent_coef)
+        return kl.item()
 
     _assert_caught(broken, "optimizer.step() ran")
 
 
 def test_bug_actions_resampled():
-    def broken(agent, optimizer, batch, num_minibatches, update_epochs, clip_coef, vf_coef, ent_coef, max_grad_norm,
-               rng):
-        n, size = len(batch["obs"]), len(batch["obs"]) // num_minibatches
-        for _ in range(update_epochs):
-            order = rng.permutation(n)
-            for start in range(0, n, size):
+    def broken(agent, optimizer, buf, advantages, returns, config, ent_coef, rng):
+        b = buf.flatten(advantages=advantages, returns=returns)
+        size = config.minibatch_size
+        for _ in range(config.update_epochs):
+            order = rng.permutation(config.batch_size)
+            kls = []
+            for start in range(0, config.batch_size, size):
                 idx = order[start:start + size]
-                _, new_logprobs, entropy, new_values = agent.get_action_and_value(batch["obs"][idx])  # no actions
-                loss = ppo_loss(new_logprobs, batch["logprobs"][idx], batch["advantages"][idx], new_values,
-                                batch["values"][idx], batch["returns"][idx], entropy, clip_coef, vf_coef, ent_coef)
+                _, new_logprobs, entropy, new_values = agent.get_action_and_value(b["obs"][idx])  # no actions
+                loss = ppo_loss(new_logprobs, b["logprobs"][idx], b["advantages"][idx], new_values, b["values"][idx],
+                                b["returns"][idx], entropy, config.clip_coef, config.vf_coef, ent_coef)
                 optimizer.zero_grad()
                 loss.backward()
-                nn.utils.clip_grad_norm_(agent.parameters(), max_grad_norm)
+                nn.utils.clip_grad_norm_(agent.parameters(), config.max_grad_norm)
                 optimizer.step()
+                kls.append(_kl(new_logprobs, b["logprobs"][idx]))
+            if _stops(kls, config):
+                break
+        return torch.stack(kls).mean().item()
 
-    _assert_caught(broken, "the network scores actions that are not the batch's")
+    _assert_caught(broken, "the network scores actions that are not the rollout's")
+
+
+def test_bug_config_ent_coef_instead_of_the_argument():
+    def broken(agent, optimizer, buf, advantages, returns, config, ent_coef, rng):
+        return _loop()(agent, optimizer, buf, advantages, returns, config, config.ent_coef, rng)  # the unscheduled one
+
+    _assert_caught(broken, "pass ent_coef, not config.ent_coef")
+
+
+def test_bug_target_kl_ignored():
+    def broken(agent, optimizer, buf, advantages, returns, config, ent_coef, rng):
+        b = buf.flatten(advantages=advantages, returns=returns)
+        size = config.minibatch_size
+        for _ in range(config.update_epochs):  # always every epoch
+            order = rng.permutation(config.batch_size)
+            kls = [_minibatch_step(agent, optimizer, b, order[start:start + size], config, ent_coef)
+                   for start in range(0, config.batch_size, size)]
+        return torch.stack(kls).mean().item()
+
+    _assert_caught(broken, "no early stop")
+
+
+def test_bug_early_stop_tested_after_each_minibatch():
+    def broken(agent, optimizer, buf, advantages, returns, config, ent_coef, rng):
+        b = buf.flatten(advantages=advantages, returns=returns)
+        size = config.minibatch_size
+        for _ in range(config.update_epochs):
+            order = rng.permutation(config.batch_size)
+            kls = []
+            for start in range(0, config.batch_size, size):
+                kls.append(_minibatch_step(agent, optimizer, b, order[start:start + size], config, ent_coef))
+                if config.target_kl is not None and kls[-1] > config.target_kl:
+                    break  # leaves the epoch half done
+            if _stops(kls, config):
+                break
+        return torch.stack(kls).mean().item()
+
+    _assert_caught(broken, "test that mean after each whole epoch")
+
+
+def test_bug_returns_nothing():
+    def broken(agent, optimizer, buf, advantages, returns, config, ent_coef, rng):
+        _loop()(agent, optimizer, buf, advantages, returns, config, ent_coef, rng)  # the result is dropped
+
+    _assert_caught(broken, "your update returned None")
+
+
+def test_bug_returns_the_mean_kl_of_every_epoch():
+    def broken(agent, optimizer, buf, advantages, returns, config, ent_coef, rng):
+        b = buf.flatten(advantages=advantages, returns=returns)
+        size = config.minibatch_size
+        every = []
+        for _ in range(config.update_epochs):
+            order = rng.permutation(config.batch_size)
+            kls = [_minibatch_step(agent, optimizer, b, order[start:start + size], config, ent_coef)
+                   for start in range(0, config.batch_size, size)]
+            every += kls  # never reset: the return averages over the whole update
+            if _stops(kls, config):
+                break
+        return torch.stack(every).mean().item()
+
+    _assert_caught(broken, "the mean over every epoch, not only the last")
