@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--restart", action="store_true",
                        help="--logdir holds a run: move it aside (LOGDIR.old-DATE-TIME) and start over")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    train.add_argument("--nproc", type=_positive_int, default=1, metavar="N",
+                       help="data-parallel training in N processes on this machine, launched with torchrun "
+                            "(each runs --num-envs environments; several machines: see the README)")
     _add_config_options(train)
 
     for name, helptext in (("eval", "evaluate a trained agent"), ("play", "watch or record a trained agent")):
@@ -154,26 +157,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 # --------------------------------------------------------------------------------------
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .checkpoint import LATEST, load_checkpoint
-    from .trainer import train
+    from . import distributed
+    from .trainer import resolve_device, train
 
-    overrides = {f.name: getattr(args, f.name) for f in fields(PPOConfig) if hasattr(args, f.name)}
+    if args.nproc > 1 and not distributed.launched():
+        return _launch_torchrun(args.nproc)
     logdir = Path(args.logdir)
     if getattr(args, "device", None) not in (None, "auto"):
         _check_device(args.device)
-    if args.resume:
-        if args.presets:
-            raise CLIError("--preset cannot change a resumed run (its settings come from its checkpoint); "
-                           "give single options instead, e.g. --total-timesteps")
-        if not (logdir / LATEST).is_file():
-            raise CLIError(f"nothing to resume: no {LATEST} in {logdir}")
-        saved = PPOConfig.from_dict(load_checkpoint(logdir / LATEST)["config"])
-        if "env_id" in overrides and overrides["env_id"] != saved.env_id:
-            raise CLIError(f"{logdir / LATEST} was trained on {saved.env_id}, not {overrides['env_id']}")
-        config = saved.replace(**overrides)
+    if distributed.launched():  # under torchrun: rank 0 reads the run directory, every rank gets its config
+        distributed.init(distributed.device_for_rank(resolve_device(getattr(args, "device", "auto"))))
+        answer = distributed.from_main(_or_error(_train_config, args) if distributed.is_main() else None)
+        if isinstance(answer, str):
+            raise CLIError(answer) if distributed.is_main() else SystemExit(EXIT_ERROR)
+        config = answer
     else:
-        config = PPOConfig.from_presets(args.presets or ["defaults"], **overrides)
-    stop = _StopRequest()
+        config = _train_config(args)
+    stop = _StopRequest(patient=distributed.launched())
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         result = train(config, logdir, resume=args.resume, progress=not args.no_progress, restart=args.restart,
@@ -181,6 +181,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if not distributed.is_main():
+        return 130 if result.stopped_early else 0
     if result.stopped_early:
         print(f"ppo-course: interrupted; {_what_was_kept(logdir)}", file=sys.stderr)
         return 130
@@ -189,6 +191,64 @@ def _cmd_train(args: argparse.Namespace) -> int:
           f"last evaluation: {result.last_eval}; checkpoints in {logdir}")
     _flag_collapse(result.history, discrete=getattr(result.agent, "n_actions", None) is not None)
     return 0
+
+
+def _train_config(args: argparse.Namespace) -> PPOConfig:
+    """The run's configuration: presets and options, or (``--resume``) the saved run's with the options on top."""
+    from .checkpoint import LATEST, load_checkpoint
+
+    overrides = {f.name: getattr(args, f.name) for f in fields(PPOConfig) if hasattr(args, f.name)}
+    logdir = Path(args.logdir)
+    if not args.resume:
+        return PPOConfig.from_presets(args.presets or ["defaults"], **overrides)
+    if args.presets:
+        raise CLIError("--preset cannot change a resumed run (its settings come from its checkpoint); "
+                       "give single options instead, e.g. --total-timesteps")
+    if not (logdir / LATEST).is_file():
+        raise CLIError(f"nothing to resume: no {LATEST} in {logdir}")
+    saved = PPOConfig.from_dict(load_checkpoint(logdir / LATEST)["config"])
+    if "env_id" in overrides and overrides["env_id"] != saved.env_id:
+        raise CLIError(f"{logdir / LATEST} was trained on {saved.env_id}, not {overrides['env_id']}")
+    return saved.replace(**overrides)
+
+
+def _or_error(fn, *args):
+    """``fn(*args)``, or the message of the one-line error it raised (to hand to the other ranks)."""
+    from .checkpoint import CheckpointError
+
+    try:
+        return fn(*args)
+    except (CLIError, ConfigError, CheckpointError, ValueError) as exc:
+        return str(exc)
+
+
+def _launch_torchrun(nproc: int) -> int:
+    """``ppo-course train --nproc N ...``: the same command under ``torchrun --standalone --nproc-per-node N``.
+
+    The processes share this terminal, so Ctrl-C reaches every rank (each finishes the current update; rank 0
+    checkpoints it); this launcher only waits for torchrun and passes on its exit status."""
+    import subprocess
+
+    argv = _without_nproc(sys.argv[1:])
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "ppo_course.cli", *argv]
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the ranks handle Ctrl-C themselves
+    try:
+        return subprocess.call(command)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
 
 
 def _flag_collapse(history: list[dict[str, float]], discrete: bool) -> None:
@@ -227,15 +287,24 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 class _StopRequest:
     """The first Ctrl-C or SIGTERM asks the run to stop after the current update (which is then logged and
-    checkpointed); a second one stops at once (checkpoint writes are atomic, so nothing is corrupted)."""
+    checkpointed); a second one stops at once (checkpoint writes are atomic, so nothing is corrupted).
 
-    def __init__(self):
-        self.requested = False
+    ``patient`` (a rank under torchrun): every signal only asks. A Ctrl-C reaches a rank twice there, from the
+    terminal and again from torchrun, which kills the ranks itself if they do not stop in time."""
+
+    def __init__(self, patient: bool = False):
+        self.requested, self.patient = False, patient
 
     def __call__(self, signum, frame):
         if self.requested:
+            if self.patient:
+                return
             raise KeyboardInterrupt
         self.requested = True
+        from . import distributed
+
+        if not distributed.is_main():
+            return
         print("\nppo-course: stopping after the current update and saving it (press Ctrl-C again to stop at once)",
               file=sys.stderr, flush=True)
 
@@ -363,7 +432,9 @@ def _raise_keyboard_interrupt(signum, frame):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ppo-course`` console script; returns the exit status."""
+    from . import distributed
     from .checkpoint import CheckpointError
+    from .distributed import DistributedError
     from .envs import EnvironmentIdError
     from .trainer import TrainingDiverged
 
@@ -377,14 +448,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "exercises": _cmd_exercises}
     try:
         return commands[args.command](args)
+    except DistributedError as exc:  # another rank died: one line, with what the run kept
+        if args.command == "train" and distributed.is_main():
+            print(f"ppo-course: error: {exc}; {_what_was_kept(Path(args.logdir))}", file=sys.stderr)
+        return EXIT_ERROR
     except (CLIError, ConfigError, EnvironmentIdError, CheckpointError, TrainingDiverged, FileNotFoundError,
             ValueError) as exc:
-        print(f"ppo-course: error: {exc}", file=sys.stderr)
+        if distributed.is_main():
+            print(f"ppo-course: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         kept = f"; {_what_was_kept(Path(args.logdir))}" if args.command == "train" else ""
-        print(f"ppo-course: interrupted{kept}", file=sys.stderr)
+        if distributed.is_main():
+            print(f"ppo-course: interrupted{kept}", file=sys.stderr)
         return 130
+    finally:
+        distributed.shutdown()
 
 
 if __name__ == "__main__":

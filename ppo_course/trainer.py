@@ -49,6 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import distributed
 from .advantages import compute_gae
 from .buffer import RolloutBuffer
 from .checkpoint import (BEST, LATEST, CheckpointError, RunLock, load_checkpoint, open_run_dir, restore_rng_state,
@@ -182,6 +183,11 @@ def ppo_update(agent: nn.Module, optimizer: torch.optim.Optimizer, buf: RolloutB
     from the stored initial state with the stored episode-start flags (:func:`minibatch_indices`),
     so before the first gradient step the re-computed log-probabilities are the rollout's.
 
+    Under ``torchrun`` (several ranks, :mod:`ppo_course.distributed`) each rank runs this on its own
+    rollout; after ``backward`` the gradients (and the loss) are averaged over the ranks, so every rank
+    takes the same step, and the early stop reads the ranks' mean ``approx_kl``. With one process these
+    calls return their input.
+
     Args:
         agent, optimizer: the network and its optimiser (learning rate already set).
         buf: the rollout; advantages, returns: ``(T, N)`` float32 from :func:`compute_gae`.
@@ -198,6 +204,7 @@ def ppo_update(agent: nn.Module, optimizer: torch.optim.Optimizer, buf: RolloutB
 
     Raises:
         TrainingDiverged: a minibatch loss is NaN or infinite (no step is taken with it).
+        DistributedError: with several ranks (:mod:`ppo_course.distributed`), another rank stopped answering.
         ConfigError: a recurrent rollout whose ``num_envs`` is not divisible by ``num_minibatches``.
     """
     b = buf.flatten(advantages=advantages, returns=returns)  # (T, N, ...) -> (T*N, ...)
@@ -214,19 +221,21 @@ def ppo_update(agent: nn.Module, optimizer: torch.optim.Optimizer, buf: RolloutB
             loss = ppo_loss(new.logprob, b["logprobs"][idx], b["advantages"][idx], new.value, b["values"][idx],
                             b["returns"][idx], new.entropy, clip_coef=config.clip_coef, vf_coef=config.vf_coef,
                             ent_coef=ent_coef, clip_vloss=config.clip_vloss, norm_adv=config.norm_adv)
-            if not torch.isfinite(loss.loss):
-                raise TrainingDiverged(f"non-finite loss ({loss.loss.item()}) at update {update}, "
-                                       f"epoch {epoch}, minibatch {mb}")
             optimizer.zero_grad()
             loss.loss.backward()
+            total = distributed.average_gradients(agent.parameters(), loss.loss)  # several ranks: their mean
+            if not torch.isfinite(total):
+                raise TrainingDiverged(f"non-finite loss ({total.item()}) at update {update}, "
+                                       f"epoch {epoch}, minibatch {mb}")  # before any step is taken with it
             grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), config.max_grad_norm)
             optimizer.step()
             epoch_kls.append(loss.approx_kl)
             per_minibatch.append(torch.stack([loss.policy_loss.detach(), loss.value_loss.detach(),
                                               loss.entropy.detach(), loss.approx_kl, loss.clip_fraction, grad_norm]))
-        if config.target_kl is not None and torch.stack(epoch_kls).mean() > config.target_kl:
+        epoch_kl = distributed.mean_over_ranks(torch.stack(epoch_kls).mean())  # every rank stops together
+        if config.target_kl is not None and epoch_kl > config.target_kl:
             break  # the policy has moved far enough from the one that collected the data
-    means = torch.stack(per_minibatch).double().mean(0).tolist()
+    means = distributed.mean_over_ranks(torch.stack(per_minibatch).double().mean(0)).tolist()
     return UpdateStats(*means, explained_variance=explained_variance(b["values"], b["returns"]),
                        epochs_done=epoch + 1)
 
@@ -347,8 +356,9 @@ def train(config: PPOConfig, run_dir: str | Path | None = None, resume: bool = F
             if callback:
                 callback(row)
             _show_progress(bar, run, row)
-            if should_stop is not None and should_stop() and run.global_step < config.total_timesteps:
-                _save(run, LATEST)
+            stop = distributed.any_rank(should_stop is not None and should_stop())  # all ranks stop together
+            if stop and run.global_step < config.total_timesteps:
+                _save(run, LATEST, _rank_states(run))
                 stopped_early = True
                 break
     except KeyboardInterrupt:
@@ -365,7 +375,8 @@ def train(config: PPOConfig, run_dir: str | Path | None = None, resume: bool = F
 def _start_run(config: PPOConfig, run_dir: Path | None, resume: bool, restart: bool, tensorboard: bool) -> _Run:
     """Lock the run directory (:func:`~ppo_course.checkpoint.open_run_dir`), then :func:`_set_up`; a set-up
     that fails (e.g. an unknown environment id) releases the lock and leaves no new folder behind."""
-    if run_dir is None:
+    distributed.init(resolve_device(config.device))  # joins torchrun's job; nothing in a single process
+    if run_dir is None or not distributed.is_main():  # with several ranks, rank 0 alone owns the run directory
         return _set_up(config, None, resume, tensorboard)
     new_dir = not run_dir.exists()
     lock = open_run_dir(run_dir, resume, restart)
@@ -384,10 +395,17 @@ def _start_run(config: PPOConfig, run_dir: Path | None, resume: bool, restart: b
 def _set_up(config: PPOConfig, run_dir: Path | None, resume: bool, tensorboard: bool) -> _Run:
     """Seeds, environments, agent, optimiser, collector and logger; from ``run_dir/latest.pt`` when resuming."""
     torch.set_num_threads(config.torch_threads or DEFAULT_TORCH_THREADS)
-    device = resolve_device(config.device)
-    seed_everything(config.seed)
-    minibatch_rng = np.random.default_rng(config.seed)
-    ckpt = _resume_checkpoint(config, run_dir, device) if resume else None
+    device = distributed.device_for_rank(resolve_device(config.device))
+    rank, ranks = distributed.rank(), distributed.world_size()
+    if ranks > 1 and config.norm_obs:
+        raise ConfigError("norm_obs: each rank would normalise the one network's inputs with its own statistics; "
+                          "train with one process, or without norm_obs")
+    seed_everything(config.seed + rank)  # rank 0 draws what a single process would
+    minibatch_rng = np.random.default_rng(config.seed + rank)
+    if resume:  # rank 0 reads the run directory; the other ranks get its checkpoint
+        ckpt = distributed.from_main(_resume_checkpoint(config, run_dir, device) if rank == 0 else None)
+    else:
+        ckpt = None
     global_step = ckpt["global_step"] if ckpt else 0
 
     env_groups = make_train_envs(config)
@@ -398,21 +416,25 @@ def _set_up(config: PPOConfig, run_dir: Path | None, resume: bool, tensorboard: 
         for group in env_groups:
             group.close()
         raise
+    distributed.broadcast_parameters(agent)  # every rank starts from rank 0's initial weights
     optimizer = torch.optim.Adam(agent.parameters(), lr=config.learning_rate, eps=1e-5)
     if ckpt:
         agent.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-    exact = ckpt is not None and _replayable(ckpt, config)
-    # an exact resume replays the environments' saved episodes; otherwise they start over from new seeds
-    collector = make_collector(env_groups, agent, config.num_steps, device,
-                               seed=config.seed + (global_step if ckpt and not exact else 0))
+    exact = ckpt is not None and _replayable(ckpt, config, ranks)
+    # rank r plays environments seed + r * num_envs + j. An exact resume replays their saved episodes;
+    # otherwise they start over from new seeds.
+    seed = config.seed + rank * config.num_envs + (global_step if ckpt and not exact else 0)
+    collector = make_collector(env_groups, agent, config.num_steps, device, seed=seed)
     if ckpt:
+        mine = _rank_entry(ckpt, rank)
         try:
-            _resume_environments(ckpt, collector, envs, exact)
+            _resume_environments(ckpt, mine, collector, envs, exact)
         except BaseException:
             collector.close()
             raise
-        restore_rng_state(ckpt["rng"], minibatch_rng)  # last: nothing above may draw from the restored generators
+        if exact or rank == 0:  # last: nothing above may draw from the restored generators
+            restore_rng_state(mine["rng"], minibatch_rng)
 
     logger = MetricsLogger(run_dir, tensorboard, resume_step=global_step if ckpt else None) if run_dir else None
     if logger and not ckpt:
@@ -441,27 +463,36 @@ def _resume_checkpoint(config: PPOConfig, run_dir: Path | None, device: torch.de
     return ckpt
 
 
-def _replayable(ckpt: dict, config: PPOConfig) -> bool:
-    """True when ``ckpt`` holds the environments' state and they are built as they were then."""
+def _replayable(ckpt: dict, config: PPOConfig, ranks: int) -> bool:
+    """True when ``ckpt`` holds the environments' state of as many ranks as there are now, built as now."""
     saved = PPOConfig.from_dict(ckpt["config"])
-    return "collector" in ckpt and all(getattr(saved, name) == getattr(config, name) for name in _ENV_FIELDS)
+    return ("collector" in ckpt and 1 + len(ckpt.get("other_ranks", [])) == ranks
+            and all(getattr(saved, name) == getattr(config, name) for name in _ENV_FIELDS))
+
+
+def _rank_entry(ckpt: dict, rank: int) -> dict:
+    """Rank ``rank``'s ``{"rng", "collector"}`` in a checkpoint (rank 0's are the top-level entries)."""
+    if rank == 0 or rank > len(ckpt.get("other_ranks", [])):
+        return {"rng": ckpt["rng"], "collector": ckpt.get("collector")}
+    return ckpt["other_ranks"][rank - 1]
 
 
 #: Settings that decide how the training environments are built: an exact resume needs them unchanged.
 _ENV_FIELDS = ("env_id", "env_kwargs", "num_envs", "env_groups", "norm_reward", "norm_obs", "gamma")
 
 
-def _resume_environments(ckpt: dict, collector: RolloutCollector | PipelinedCollector, envs, exact: bool) -> None:
+def _resume_environments(ckpt: dict, mine: dict, collector: RolloutCollector | PipelinedCollector, envs,
+                         exact: bool) -> None:
     """Put the training environments back where the checkpoint left them.
 
     ``exact``: every episode in progress is replayed and the wrappers' running state restored
     (:meth:`RolloutCollector.load_state_dict`), so the run continues as the uninterrupted one would.
     Otherwise (a checkpoint written by an older version or by an interrupt in mid-rollout, or changed
-    environment settings) only the normalisers' statistics are restored and a warning says that the
-    episodes in progress started over.
+    environment settings or number of ranks) only the normalisers' statistics are restored and a warning
+    says that the episodes in progress started over.
     """
     if exact:
-        diverged = collector.load_state_dict(ckpt["collector"])
+        diverged = collector.load_state_dict(mine["collector"])
         if diverged:
             warnings.warn(f"resume: replaying the episodes in progress did not reproduce environment(s) {diverged} "
                           "(is the simulator deterministic?); they continue from the replayed state, so the run "
@@ -506,22 +537,24 @@ def _update(run: _Run, buf: RolloutBuffer, advantages: torch.Tensor, returns: to
 
 def _finish_update(run: _Run, stats: UpdateStats, lr: float, ent_coef: float) -> dict[str, float]:
     """Count the steps, make the update's metrics row, evaluate and checkpoint when due, and log the row."""
-    config, collector = run.config, run.collector
-    prev_step, run.global_step = run.global_step, run.global_step + config.batch_size
-    sync_obs_normalizer(run.agent, collector.envs)  # evaluations and checkpoints see the statistics of now
-    run.recent_returns.extend(collector.episode_returns)
+    config, ranks = run.config, distributed.world_size()
+    prev_step, run.global_step = run.global_step, run.global_step + config.batch_size * ranks  # over all ranks
+    sync_obs_normalizer(run.agent, run.collector.envs)  # evaluations and checkpoints see the statistics of now
+    returns, lengths, episode_stats = _episodes(run)
+    run.recent_returns.extend(returns)
     elapsed = time.perf_counter() - run.start_time
     row: dict[str, float] = {
         "global_step": run.global_step, "update": run.update, "time_s": round(elapsed, 3),
         "charts/learning_rate": lr, "charts/ent_coef": ent_coef,
         "charts/sps": (run.global_step - run.start_step) / max(elapsed - run.eval_time, 1e-9),  # evaluation excluded
-        "rollout/episodic_return": _mean(collector.episode_returns),
-        "rollout/episodic_length": _mean(collector.episode_lengths),
+        "rollout/episodic_return": _mean(returns), "rollout/episodic_length": _mean(lengths),
         **stats.metrics(),
     }
+    if ranks > 1:
+        row["ranks"] = ranks
     for key in ("kills", "max_progress", "success", "native_return"):  # Doom's episode statistics
-        if collector.episode_stats and key in collector.episode_stats[0]:
-            row[f"rollout/{key}"] = _mean([s[key] for s in collector.episode_stats])
+        if episode_stats and key in episode_stats[0]:
+            row[f"rollout/{key}"] = _mean([s[key] for s in episode_stats])
     due = config.eval_interval > 0 and run.global_step // config.eval_interval > prev_step // config.eval_interval
     if due or run.global_step >= config.total_timesteps:
         row.update(_evaluate_and_checkpoint(run))
@@ -532,44 +565,71 @@ def _finish_update(run: _Run, stats: UpdateStats, lr: float, ent_coef: float) ->
     return row
 
 
+def _episodes(run: _Run) -> tuple[list[float], list[int], list[dict[str, float]]]:
+    """Returns, lengths and statistics of the episodes that ended in this rollout, on every rank (on rank 0;
+    the other ranks keep their own)."""
+    c = run.collector
+    parts = distributed.gather_to_main((c.episode_returns, c.episode_lengths, c.episode_stats)) or [
+        (c.episode_returns, c.episode_lengths, c.episode_stats)]
+    return tuple([x for part in parts for x in part[i]] for i in range(3))
+
+
 def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
 def _evaluate_and_checkpoint(run: _Run) -> dict[str, float]:
-    """Evaluate on fixed-seed episodes; write ``best.pt`` on a new best mean return, and ``latest.pt``."""
-    config, start = run.config, time.perf_counter()
-    try:
-        run.last_eval = evaluate(run.agent, config.env_id, config.eval_episodes,
-                                 deterministic=not config.eval_stochastic, success_threshold=config.success_threshold,
-                                 device=run.device, env_kwargs=config.env_kwargs)
-    finally:
-        run.eval_time += time.perf_counter() - start
-    if run.best_return is None or run.last_eval.mean_return > run.best_return:
-        run.best_return = run.last_eval.mean_return
-        _save(run, BEST)
-    run.last_good = _save(run, LATEST)
-    return run.last_eval.metrics()
+    """Evaluate on fixed-seed episodes (rank 0); write ``best.pt`` on a new best mean return, and ``latest.pt``."""
+    config, metrics, is_best = run.config, {}, False
+    if distributed.is_main():
+        start = time.perf_counter()
+        try:
+            run.last_eval = evaluate(run.agent, config.env_id, config.eval_episodes,
+                                     deterministic=not config.eval_stochastic,
+                                     success_threshold=config.success_threshold, device=run.device,
+                                     env_kwargs=config.env_kwargs)
+        finally:
+            run.eval_time += time.perf_counter() - start
+        is_best = run.best_return is None or run.last_eval.mean_return > run.best_return
+        run.best_return = run.last_eval.mean_return if is_best else run.best_return
+        metrics = run.last_eval.metrics()
+    states = _rank_states(run)  # after the evaluation, which may have drawn from the RNGs
+    if is_best:
+        _save(run, BEST, states)
+    run.last_good = _save(run, LATEST, states) or run.last_good
+    return metrics
 
 
-def _save(run: _Run, name: str, with_envs: bool = True) -> Path | None:
-    """Write checkpoint ``name`` atomically into the run directory (nothing without one).
+def _rank_states(run: _Run, with_envs: bool = True) -> list[dict] | None:
+    """What each rank needs to continue exactly: its RNG states and (``with_envs``, between rollouts) its
+    collector's state. Gathered on rank 0 (None elsewhere); a collective, so every rank calls it."""
+    if run.run_dir is None and not distributed.active():
+        return None  # nothing will be written
+    state = {"rng": rng_state(run.minibatch_rng)}
+    if with_envs:
+        state["collector"] = run.collector.state_dict()
+    return distributed.gather_to_main(state)
 
-    Between rollouts (``with_envs``) it includes the collector's state -- the environments' episodes in
-    progress, their wrappers' running state, the LSTM state -- so that ``resume`` continues exactly."""
-    if run.run_dir is None:
+
+def _save(run: _Run, name: str, states: list[dict] | None) -> Path | None:
+    """Write checkpoint ``name`` atomically into the run directory (nothing without one, or on ranks > 0).
+
+    ``states`` (:func:`_rank_states`): rank 0's RNG states and collector state -- the environments'
+    episodes in progress, their wrappers' running state, the LSTM state -- go in at the top level, the
+    other ranks' in ``other_ranks``, so that ``resume`` continues exactly."""
+    if run.run_dir is None or states is None:
         return None
     envs = run.collector.envs  # the agent's observation normaliser was synced when its update finished
     payload = {"model": run.agent.state_dict(), "optimizer": run.optimizer.state_dict(),
                "config": run.config.to_dict(), "global_step": run.global_step, "update": run.update,
                "best_return": run.best_return, "obs_shape": tuple(envs.single_observation_space.shape),
-               **_action_space_entry(envs.single_action_space), "rng": rng_state(run.minibatch_rng)}
+               **_action_space_entry(envs.single_action_space), **states[0]}
     for key, attr in (("reward_rms", "return_rms"), ("obs_rms", "obs_rms")):  # the normalisers' running statistics
         rms = wrapper_attr(envs, attr)
         if rms is not None:
             payload[key] = {"mean": rms.mean, "var": rms.var, "count": rms.count}
-    if with_envs:
-        payload["collector"] = run.collector.state_dict()
+    if len(states) > 1:
+        payload["other_ranks"] = states[1:]
     return save_checkpoint(run.run_dir / name, payload)
 
 
@@ -604,15 +664,18 @@ def _keep_finished_work(run: _Run, phase: str) -> None:
     worth keeping; interrupted mid-update, the previous checkpoint stays as it is."""
     if phase == "rollout":
         run.update -= 1  # this update never happened
-    if phase != "update" and run.run_dir is not None and run.global_step > run.start_step:
-        _save(run, LATEST, with_envs=phase != "rollout")  # mid-rollout the environments are past the update
+    if phase != "update" and run.run_dir is not None and run.global_step > run.start_step and distributed.is_main():
+        # no collective here (another rank may be gone); mid-rollout the environments are past the update
+        with_envs = phase != "rollout" and not distributed.active()
+        _save(run, LATEST, [{"rng": rng_state(run.minibatch_rng)}
+                            | ({"collector": run.collector.state_dict()} if with_envs else {})])
 
 
 def _progress_bar(run: _Run, progress: bool):
     from tqdm.auto import tqdm
 
     total = run.config.total_timesteps
-    return tqdm(total=total, initial=min(run.global_step, total), unit="step", disable=not progress,
+    return tqdm(total=total, initial=min(run.global_step, total), unit="step", disable=not progress or not distributed.is_main(),
                 dynamic_ncols=True, desc=run.config.env_id)
 
 
