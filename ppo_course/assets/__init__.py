@@ -7,7 +7,8 @@ from pathlib import Path
 ASSETS = Path(__file__).resolve().parent
 
 #: name -> file; each is a normal ppo-course checkpoint (load with ppo_course.load_agent).
-PRETRAINED = {"lunar_lander": "lunar_lander.pt", "doom_basic": "doom_basic.pt"}
+PRETRAINED = {"lunar_lander": "lunar_lander.pt", "lunar_lander_continuous": "lunar_lander_continuous.pt",
+              "doom_basic": "doom_basic.pt"}
 
 
 def pretrained_path(name: str = "lunar_lander") -> Path:
