@@ -257,6 +257,9 @@ def test_a_second_ctrl_c_stops_at_once_and_says_what_was_kept(tmp_path):
     (["train", "--env", "CartPole-v1", "--device", "cuda:abc", "--logdir", "NEW"], "not a device name"),
     (["train", "--env", "CarRacing-v3", "--preset", "debug", "--logdir", "NEW"], "Box action spaces need flat"),
     (["train", "--logdir", "RUN", "--resume", "--preset", "fast"], "--preset cannot change a resumed run"),
+    (["train", "--env", "doom:basic", "--env-kwargs", '{"shaping": 5}', "--logdir", "NEW"], "shaping must be a dict"),
+    (["train", "--env", "CartPole-v1", "--learning-rate", "1e38", "--logdir", "NEW"], "learning_rate"),
+    (["play", "--logdir", "RUN", "--episodes", "1", "--save-gif", "--gif-dir", "/proc/no/gifs"], "cannot write GIFs"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(argv, fragment, trained_run, tmp_path):
     argv = [str(trained_run) if a == "RUN" else str(tmp_path / "new") if a == "NEW" else a for a in argv]
@@ -265,6 +268,13 @@ def test_bad_input_is_one_line_and_writes_nothing(argv, fragment, trained_run, t
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert fragment in proc.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "new").exists() and _snapshot(trained_run) == before
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_device_cuda_without_a_gpu_is_one_line(tmp_path):
+    one_error_line(run("train", "--env", "CartPole-v1", "--device", "cuda", "--logdir", tmp_path / "new"),
+                   "PyTorch sees no CUDA GPU")
+    assert not (tmp_path / "new").exists()
 
 
 def test_negative_numbers_are_values_not_options(tmp_path):
