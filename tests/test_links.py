@@ -68,7 +68,7 @@ def test_notebooks_send_the_learner_to_their_exercise():
     """Each workshop notebook with an exercise links to it (the README's course map pairs them)."""
     readme = (ROOT / "README.md").read_text()
     pairs = re.findall(r"\(notebooks/(\d\d_\w+\.ipynb)\) \| \[ex\d\d\]\((exercises/ex\d\d_\w+\.ipynb)\)", readme)
-    assert len(pairs) == 7
+    assert len(pairs) == 8
     for notebook, exercise in pairs:
         text = "\n".join(_markdown(ROOT / "notebooks" / notebook))
         assert f"(../{exercise})" in text, f"{notebook} does not link to {exercise}"
