@@ -31,6 +31,17 @@ Continuous (``Box``) action spaces take the feed-forward path too, with
 the environment clips what it receives (:mod:`ppo_course.envs.lunar`). With ``norm_obs`` the training
 env normalises observations, and the trainer copies its statistics into the agent after every update
 (:func:`sync_obs_normalizer`), so evaluations and checkpoints use the statistics of that moment.
+
+**Exact resume.** A checkpoint written between rollouts also holds the collector's state: each training
+environment's episode in progress (how it started and the actions since, replayed on resume; see
+:mod:`ppo_course.envs.replay`), the vector wrappers' running statistics and the LSTM state, next to the
+RNG states. A run stopped after any update and resumed therefore logs the same metrics and ends with the
+same weights as the run that was never stopped (``tests/test_resume.py``).
+
+**Several processes.** Under ``torchrun`` every rank runs this same loop on its own environments; the
+only differences are a handful of calls into :mod:`ppo_course.distributed` (gradient averaging in
+:func:`ppo_update`, the step count over all ranks, rank 0 alone evaluating, logging and checkpointing
+every rank's state). With one process those calls do nothing.
 """
 
 from __future__ import annotations
@@ -600,15 +611,12 @@ def _evaluate_and_checkpoint(run: _Run) -> dict[str, float]:
     return metrics
 
 
-def _rank_states(run: _Run, with_envs: bool = True) -> list[dict] | None:
-    """What each rank needs to continue exactly: its RNG states and (``with_envs``, between rollouts) its
-    collector's state. Gathered on rank 0 (None elsewhere); a collective, so every rank calls it."""
+def _rank_states(run: _Run) -> list[dict] | None:
+    """What each rank needs to continue exactly, taken between rollouts: its RNG states and its collector's
+    state. Gathered on rank 0 (None elsewhere); a collective, so every rank calls it."""
     if run.run_dir is None and not distributed.active():
         return None  # nothing will be written
-    state = {"rng": rng_state(run.minibatch_rng)}
-    if with_envs:
-        state["collector"] = run.collector.state_dict()
-    return distributed.gather_to_main(state)
+    return distributed.gather_to_main({"rng": rng_state(run.minibatch_rng), "collector": run.collector.state_dict()})
 
 
 def _save(run: _Run, name: str, states: list[dict] | None) -> Path | None:
@@ -675,8 +683,8 @@ def _progress_bar(run: _Run, progress: bool):
     from tqdm.auto import tqdm
 
     total = run.config.total_timesteps
-    return tqdm(total=total, initial=min(run.global_step, total), unit="step", disable=not progress or not distributed.is_main(),
-                dynamic_ncols=True, desc=run.config.env_id)
+    return tqdm(total=total, initial=min(run.global_step, total), unit="step", dynamic_ncols=True,
+                disable=not progress or not distributed.is_main(), desc=run.config.env_id)
 
 
 def _show_progress(bar, run: _Run, row: dict[str, float]) -> None:
