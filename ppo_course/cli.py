@@ -181,11 +181,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if not distributed.is_main():
-        return 130 if result.stopped_early else 0
     if result.stopped_early:
-        print(f"ppo-course: interrupted; {_what_was_kept(logdir)}", file=sys.stderr)
-        return 130
+        if distributed.is_main():
+            print(f"ppo-course: interrupted; {_what_was_kept(logdir)}", file=sys.stderr)
+        return 0 if distributed.launched() else 130  # a rank stopped on request is no failure for torchrun
+    if not distributed.is_main():
+        return 0
     best = f"{result.best_return:.1f}" if result.best_return is not None else "n/a"
     print(f"trained {result.global_step} steps; best evaluation return {best}; "
           f"last evaluation: {result.last_eval}; checkpoints in {logdir}")
@@ -225,18 +226,45 @@ def _or_error(fn, *args):
 def _launch_torchrun(nproc: int) -> int:
     """``ppo-course train --nproc N ...``: the same command under ``torchrun --standalone --nproc-per-node N``.
 
-    The processes share this terminal, so Ctrl-C reaches every rank (each finishes the current update; rank 0
-    checkpoints it); this launcher only waits for torchrun and passes on its exit status."""
+    torchrun runs in a session of its own, so that a Ctrl-C (or SIGTERM) reaches this launcher only, which
+    passes it on to the ranks: each finishes the current update, rank 0 checkpoints it, and they exit
+    cleanly (torchrun, had it been signalled itself, would abort with a traceback). A second Ctrl-C stops
+    everything at once. Returns torchrun's exit status, or 130 after an interruption."""
     import subprocess
 
     argv = _without_nproc(sys.argv[1:])
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                "-m", "ppo_course.cli", *argv]
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the ranks handle Ctrl-C themselves
+    proc = subprocess.Popen(command, start_new_session=True)
+    signals = []
+
+    def forward(signum, frame):
+        signals.append(signum)
+        if len(signals) == 1:
+            for pid in _children(proc.pid):  # the ranks
+                os.kill(pid, signal.SIGINT)
+        else:
+            os.killpg(proc.pid, signal.SIGKILL)  # checkpoint writes are atomic; game engines have watchers
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return subprocess.call(command)
+        status = proc.wait()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 130 if signals else status
+
+
+def _children(pid: int) -> list[int]:
+    """The PIDs of ``pid``'s child processes (Linux ``/proc``)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return children
 
 
 def _without_nproc(argv: list[str]) -> list[str]:

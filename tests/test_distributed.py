@@ -172,3 +172,34 @@ def test_a_killed_rank_ends_the_run_with_one_line_from_rank_0(tmp_path):
     assert len(ours) == 1 and ours[0].startswith("ppo-course: error: rank 0 lost contact with the other ranks"), \
         proc.stderr[-3000:]
     assert "checkpoint at step 512" in ours[0]  # the evaluation at 512 steps (2 ranks x 2 updates x 128) was kept
+
+
+def test_ctrl_c_on_the_nproc_launcher_stops_every_rank_after_one_update_and_says_what_was_kept(tmp_path):
+    import signal
+    import time
+
+    from test_cli import CLI, _wait_for_rows
+
+    proc = subprocess.Popen([*CLI, "train", "--nproc", "2", "--env", "CartPole-v1", "--preset", "debug",
+                             "--total-timesteps", "100000000", "--eval-interval", "0", "--logdir", str(tmp_path),
+                             "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_rows(tmp_path, proc, 2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=90)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "SignalException" not in stderr, stderr
+    ours = [line for line in stderr.splitlines() if line.startswith("ppo-course:")]
+    steps = read_metrics(tmp_path)["global_step"]
+    saved = load_checkpoint(tmp_path / LATEST)["global_step"]
+    assert saved == steps[-1] and ours[-1] == f"ppo-course: interrupted; checkpoint at step {saved:,} kept in " \
+                                              f"{tmp_path / LATEST}"
+    time.sleep(1)
+    assert not [p for p in os.listdir("/proc") if p.isdigit() and _is_rank_of(p, tmp_path)]  # no rank left behind
+
+
+def _is_rank_of(pid: str, logdir) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return str(logdir).encode() in f.read()
+    except OSError:
+        return False
