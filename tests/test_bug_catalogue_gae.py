@@ -246,3 +246,130 @@ def test_bug_truncation_at_last_step_bootstraps_from_next_value():
         return _gae(rewards, values, next_values, 1 - terminations, 1 - ended, gamma, gae_lambda)
 
     assert_caught(check_gae_with_truncation(gae, quiet=True), "bootstraps from next_value")
+
+
+# -- mistakes named because a hypothesis reproduces the learner's advantages ---------------------------------
+def _loop(rewards, values, terminations, next_value, gamma, gae_lambda, steps=None, following=None, mask=None):
+    """Task 1's loop with one piece replaceable: the steps visited, V(s') per step, the termination mask per step."""
+    T = len(rewards)
+    following = torch.cat([values[1:], next_value.unsqueeze(0)]) if following is None else following
+    mask = 1 - terminations if mask is None else mask
+    advantages, last_gae = torch.zeros_like(values), torch.zeros_like(next_value)
+    for t in (reversed(range(T)) if steps is None else steps):
+        delta = rewards[t] + gamma * following[t] * mask[t] - values[t]
+        last_gae = delta + gamma * gae_lambda * mask[t] * last_gae
+        advantages[t] = last_gae
+    return advantages, advantages + values
+
+
+def test_bug_gae_loop_stops_before_t0():
+    """Formerly reported as "the recursion never carries A_{t+1} back": A[0] is simply never computed."""
+    def compute_gae(rewards, values, terminations, truncations, next_value, final_values=None, gamma=0.99,
+                    gae_lambda=0.95):
+        return _loop(rewards, values, terminations, next_value, gamma, gae_lambda,
+                     steps=range(len(rewards) - 1, 0, -1))  # stops at t = 1
+
+    assert_caught(check_gae(compute_gae, quiet=True), "your loop stops before t = 0")
+
+
+def test_bug_gae_loop_starts_one_step_early():
+    def compute_gae(rewards, values, terminations, truncations, next_value, final_values=None, gamma=0.99,
+                    gae_lambda=0.95):
+        return _loop(rewards, values, terminations, next_value, gamma, gae_lambda,
+                     steps=reversed(range(len(rewards) - 1)))  # the last step is skipped
+
+    assert_caught(check_gae(compute_gae, quiet=True), "your loop starts at t = T-2")
+
+
+def test_bug_gae_normalises_inside():
+    """Formerly reported as "environments are mixed": true of the output, but the mistake is the normalisation."""
+    def compute_gae(rewards, values, terminations, truncations, next_value, final_values=None, gamma=0.99,
+                    gae_lambda=0.95):
+        advantages, _ = compute_gae_terminations_only(rewards, values, terminations, truncations, next_value,
+                                                      final_values, gamma, gae_lambda)
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        return advantages, advantages + values
+
+    assert_caught(check_gae(compute_gae, quiet=True), "you normalised the advantages inside compute_gae")
+
+
+def test_bug_gae_next_value_from_the_current_step():
+    def compute_gae(rewards, values, terminations, truncations, next_value, final_values=None, gamma=0.99,
+                    gae_lambda=0.95):
+        following = torch.cat([values[:-1], next_value.unsqueeze(0)])  # values[t] where values[t + 1] belongs
+        return _loop(rewards, values, terminations, next_value, gamma, gae_lambda, following=following)
+
+    assert_caught(check_gae(compute_gae, quiet=True), "V(s_{t+1}) is taken from values[t]")
+
+
+def test_bug_gae_roll_wraps_around():
+    def compute_gae(rewards, values, terminations, truncations, next_value, final_values=None, gamma=0.99,
+                    gae_lambda=0.95):
+        return _loop(rewards, values, terminations, next_value, gamma, gae_lambda, following=values.roll(-1, 0))
+
+    assert_caught(check_gae(compute_gae, quiet=True), "the last step bootstraps from values[0]")
+
+
+def test_bug_gae_terminations_of_the_previous_step():
+    def compute_gae(rewards, values, terminations, truncations, next_value, final_values=None, gamma=0.99,
+                    gae_lambda=0.95):
+        previous = torch.cat([torch.zeros_like(terminations[:1]), terminations[:-1]])
+        return _loop(rewards, values, terminations, next_value, gamma, gae_lambda, mask=1 - previous)
+
+    assert_caught(check_gae(compute_gae, quiet=True), "you used terminations[t-1]")
+
+
+def test_bug_gae_td_error_uses_lambda():
+    def compute_gae(rewards, values, terminations, truncations, next_value, final_values=None, gamma=0.99,
+                    gae_lambda=0.95):
+        advantages, last_gae = torch.zeros_like(values), torch.zeros_like(next_value)
+        for t in reversed(range(len(rewards))):
+            next_values = next_value if t == len(rewards) - 1 else values[t + 1]
+            not_terminated = 1 - terminations[t]
+            delta = rewards[t] + gae_lambda * next_values * not_terminated - values[t]
+            last_gae = delta + gamma * gae_lambda * not_terminated * last_gae
+            advantages[t] = last_gae
+        return advantages, advantages + values
+
+    assert_caught(check_gae(compute_gae, quiet=True), "the TD error uses lambda where it needs gamma")
+
+
+def test_bug_gae_returns_add_the_next_value():
+    def compute_gae(rewards, values, terminations, truncations, next_value, final_values=None, gamma=0.99,
+                    gae_lambda=0.95):
+        advantages, _ = compute_gae_terminations_only(rewards, values, terminations, truncations, next_value,
+                                                      final_values, gamma, gae_lambda)
+        return advantages, advantages + torch.cat([values[1:], next_value.unsqueeze(0)])
+
+    assert_caught(check_gae(compute_gae, quiet=True), "returns = advantages + V(s_{t+1})")
+
+
+def test_bug_truncation_terminated_and_truncated_bootstraps():
+    def gae(rewards, values, terminations, truncations, next_value, final_values=None, gamma=0.99,
+            gae_lambda=0.95):
+        next_values = torch.where(truncations.bool(), final_values, _following(values, next_value))
+        ended = torch.clamp(terminations + truncations, max=1.0)
+        bootstrap = 1 - terminations * (1 - truncations)  # a truncation flag overrides the termination
+        return _gae(rewards, values, next_values, bootstrap, 1 - ended, gamma, gae_lambda)
+
+    assert_caught(check_gae_with_truncation(gae, quiet=True), "termination wins")
+
+
+def test_bug_gae_two_mistakes_get_the_localisation():
+    """Leaking across episodes and dropping lambda at once: no single mistake reproduces it, so the check says
+    where the advantages first differ (with that rollout's inputs) and what a one-input probe measured."""
+    def compute_gae(rewards, values, terminations, truncations, next_value, final_values=None, gamma=0.99,
+                    gae_lambda=0.95):
+        advantages, last_gae = torch.zeros_like(values), torch.zeros_like(next_value)
+        for t in reversed(range(len(rewards))):
+            next_values = next_value if t == len(rewards) - 1 else values[t + 1]
+            delta = rewards[t] + gamma * next_values * (1 - terminations[t]) - values[t]
+            last_gae = delta + gamma * last_gae
+            advantages[t] = last_gae
+        return advantages, advantages + values
+
+    result = check_gae(compute_gae, quiet=True)
+    assert_caught(result, "advantages differ in case 'one long episode cut by the rollout' (T=8, N=1")
+    assert "at t=6, env 0 expected" in result.message and "rewards[:, 0] = [" in result.message
+    assert "A[3] changes when r[4] changes" in result.message
+    assert "none of the" in result.message and "lambda is missing" not in result.message

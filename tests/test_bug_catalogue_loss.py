@@ -87,6 +87,31 @@ def test_bug_surrogate_detached_ratio():
     assert_caught(check_clipped_surrogate(broken, quiet=True), "carries no gradient to new_logprobs")
 
 
+def test_bug_surrogate_min_of_means():
+    def broken(new, old, adv, eps):
+        ratio = torch.exp(new - old)
+        return -torch.min((ratio * adv).mean(), (torch.clamp(ratio, 1 - eps, 1 + eps) * adv).mean())
+
+    assert_caught(check_clipped_surrogate(broken, quiet=True), "you took the min of the two batch means")
+
+
+def test_bug_surrogate_clips_the_product():
+    def broken(new, old, adv, eps):
+        ratio = torch.exp(new - old)
+        return -torch.min(ratio * adv, torch.clamp(ratio * adv, 1 - eps, 1 + eps)).mean()
+
+    assert_caught(check_clipped_surrogate(broken, quiet=True), "you clipped the product r·A instead of the ratio")
+
+
+def test_bug_surrogate_detached_inside_the_clamp():
+    def broken(new, old, adv, eps):
+        ratio = torch.exp(new - old)
+        clipped = torch.clamp(ratio.detach(), 1 - eps, 1 + eps) * adv  # "the clipped term is a constant anyway"
+        return -torch.min(ratio * adv, clipped).mean()
+
+    assert_caught(check_clipped_surrogate(broken, quiet=True), "the ratio is detached inside the clamp")
+
+
 # ---------------------------------------------------------------- value loss
 def test_bug_value_min_instead_of_max():
     def broken(new, old, ret, eps=None):
@@ -138,6 +163,21 @@ def test_bug_value_clip_coef_none_clips_anyway():
     assert_caught(check_value_loss(broken, quiet=True), "clip_coef=None means no clipping")
 
 
+def test_bug_value_max_of_means():
+    def broken(new, old, ret, eps=None):
+        clipped = old + torch.clamp(new - old, -eps, eps)
+        return 0.5 * torch.max(((new - ret) ** 2).mean(), ((clipped - ret) ** 2).mean())
+
+    assert_caught(check_value_loss(broken, quiet=True), "you took the max of the two batch means")
+
+
+def test_bug_value_new_and_old_swapped():
+    def broken(old, new, ret, eps=None):  # the parameters in the wrong order
+        return value_loss(new, old, ret, eps)
+
+    assert_caught(check_value_loss(broken, quiet=True), "new_values and old_values are swapped")
+
+
 # ---------------------------------------------------------------- total loss
 def _total(new_lp, old_lp, adv, new_v, old_v, ret, ent, clip, vf, c2, *, entropy_sign=-1.0, normalise=True,
            swap=False, recompute_returns=False):
@@ -170,6 +210,62 @@ def test_bug_loss_value_targets_not_detached():
                   "value targets are not detached")
 
 
+def test_bug_loss_policy_term_wrong_sign():
+    def broken(new_lp, old_lp, adv, new_v, old_v, ret, ent, clip, vf, c2):
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        policy = -clipped_surrogate(new_lp, old_lp, adv, clip)  # "PPO maximises the surrogate"
+        return policy - c2 * ent.mean() + vf * value_loss(new_v, old_v, ret, clip)
+
+    assert_caught(check_ppo_loss(broken, quiet=True), "the policy term has the wrong sign")
+
+
+def test_bug_loss_entropy_summed():
+    def broken(new_lp, old_lp, adv, new_v, old_v, ret, ent, clip, vf, c2):
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        return clipped_surrogate(new_lp, old_lp, adv, clip) - c2 * ent.sum() + vf * value_loss(new_v, old_v, ret, clip)
+
+    assert_caught(check_ppo_loss(broken, quiet=True), "the entropy is summed over the batch")
+
+
+def test_bug_loss_value_not_clipped():
+    def broken(new_lp, old_lp, adv, new_v, old_v, ret, ent, clip, vf, c2):
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        return clipped_surrogate(new_lp, old_lp, adv, clip) - c2 * ent.mean() + vf * value_loss(new_v, old_v, ret)
+
+    assert_caught(check_ppo_loss(broken, quiet=True), "the value loss is not clipped")
+
+
+def test_bug_loss_returns_normalised_too():
+    def broken(new_lp, old_lp, adv, new_v, old_v, ret, ent, clip, vf, c2):
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        ret = (ret - ret.mean()) / (ret.std() + 1e-8)  # "normalise the targets as well"
+        return clipped_surrogate(new_lp, old_lp, adv, clip) - c2 * ent.mean() + vf * value_loss(new_v, old_v, ret, clip)
+
+    assert_caught(check_ppo_loss(broken, quiet=True), "the returns are normalised too")
+
+
+def test_bug_loss_entropy_detached():
+    def broken(new_lp, old_lp, adv, new_v, old_v, ret, ent, clip, vf, c2):
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        return (clipped_surrogate(new_lp, old_lp, adv, clip) - c2 * ent.mean().detach()
+                + vf * value_loss(new_v, old_v, ret, clip))
+
+    assert_caught(check_ppo_loss(broken, quiet=True), "the entropy bonus carries no gradient to entropy")
+
+
+def test_bug_loss_two_mistakes_get_the_localisation():
+    """Unnormalised advantages and a doubled entropy bonus: no single mistake reproduces the loss, so the check
+    says which term differs and at which sample its gradient first does."""
+    def broken(new_lp, old_lp, adv, new_v, old_v, ret, ent, clip, vf, c2):
+        return clipped_surrogate(new_lp, old_lp, adv, clip) - 2 * c2 * ent.mean() + vf * value_loss(new_v, old_v, ret,
+                                                                                                      clip)
+
+    result = check_ppo_loss(broken, quiet=True)
+    assert_caught(result, "the policy term differs: your ppo_loss with vf_coef = ent_coef = 0 gives")
+    assert "its gradient with respect to new_logprobs first differs at sample" in result.message
+    assert "none of the" in result.message
+
+
 @pytest.mark.filterwarnings("ignore:std\\(\\):UserWarning")
 def test_bug_loss_nan_for_single_sample():
     def broken(new_lp, old_lp, adv, new_v, old_v, ret, ent, clip, vf, c2):
@@ -184,6 +280,8 @@ def test_bug_loss_nan_for_single_sample():
 @pytest.mark.parametrize("estimator, phrase", [
     (lambda new, old: (old - new).mean(), "naive estimator mean(old - new)"),
     (lambda new, old: ((torch.exp(old - new) - 1) - (old - new)).mean(), "the ratio is inverted"),
-], ids=["naive", "inverted"])
+    (lambda new, old: 0.5 * ((new - old) ** 2).mean(), "that is the k2 estimator"),
+    (lambda new, old: ((torch.exp(new - old) - 1) - (new - old)).sum(), "you summed over the batch"),
+], ids=["naive", "inverted", "k2", "sum"])
 def test_bug_approx_kl(estimator, phrase):
     assert_caught(check_approx_kl(estimator, quiet=True), phrase)

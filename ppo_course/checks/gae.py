@@ -6,15 +6,23 @@ gae_lambda=0.95)``, in two steps: terminations only (:func:`check_gae`, whose ro
 truncations and all-zero ``final_values``), then truncations too (:func:`check_gae_with_truncation`).
 Both call it the same way and compare it with :func:`ppo_course.advantages.compute_gae` on
 hand-picked rollouts (a long episode cut by the rollout, episodes ending mid-rollout and at the last
-step, T = 1, several environments, lambda = 0 and 1, truncations). When it differs, the check finds
-*where* the dependence structure is wrong: GAE is linear in the rewards and values, so adding 1 to
-one input and watching which advantages move tells exactly which step leaks into which (an
-episode boundary crossed, a bootstrap missing, the loop running forwards, ...).
+step, T = 1, several environments, lambda = 0 and 1, truncations).
+
+When the advantages differ, the check names a mistake only when it can reproduce the learner's numbers
+(see :mod:`ppo_course.checks._hypotheses`): each common mistake is the reference GAE with one thing
+changed (a coefficient, V(s'), an episode-end mask, an index shifted by one, the loop's direction or
+range, normalisation added), run on the same inputs, and the first, in the documented order of
+``_GAE_HYPOTHESES`` and ``_TRUNCATION_HYPOTHESES``, that equals the learner's advantages on every rollout
+is named. Otherwise the diagnosis is the localisation: the first rollout that differs, the first wrong
+step in the recursion's order (t = T-1 down to 0) with that environment's inputs, and one measured
+dependence GAE does not have (GAE is linear, so adding 1 to one input and watching which advantages
+move shows which step leaks into which). The returns are then checked the same way.
 """
 
 from __future__ import annotations
 
 import inspect
+from functools import partial
 
 import torch
 
@@ -22,11 +30,12 @@ from ppo_course.advantages import compute_gae as _reference_gae
 from ppo_course.advantages import discounted_returns
 
 from ._core import Diagnosis, expect_tensor, flags, fmt, raise_if_modified, run_check
+from ._hypotheses import as_double, first_difference, matching_hypothesis, reproduces
 
 __all__ = ["check_gae", "check_gae_with_truncation"]
 
 GAMMA, LAMBDA = 0.9, 0.8  # distinct, so that a missing gamma or lambda shows
-_ATOL = 1e-4
+_ATOL, _RTOL = 1e-4, 1e-5  # as torch.allclose(atol=1e-4)
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,152 +134,296 @@ def _flags_desc(case, key="terminations", env=0):
 
 
 # --------------------------------------------------------------------------------------------
-# diagnoses shared by both checks (no truncations involved)
+# hypotheses: the reference GAE with one thing changed, run on the learner's own inputs
 # --------------------------------------------------------------------------------------------
-def _probe_recursion(run):
-    """Specific diagnoses of the recursion, on cases without truncation."""
-    long = _case("one long episode", 8, 1, seed=1)
-    mid = _case("episode ending at step 3", 8, 1, seed=2, terminated=[(3, 0)])
-    end = _case("episode ending at the last step", 6, 1, seed=3, terminated=[(5, 0)])
+def _pieces(args) -> dict:
+    """The reference's ingredients for one call (the runner's eight arguments), in float64."""
+    r, v, term, trunc, nv, fv = (as_double(x) for x in args[:6])
+    following = torch.cat([v[1:], nv.unsqueeze(0)])  # values[t+1], next_value at the cut
+    return dict(r=r, v=v, term=term, trunc=trunc, ended=torch.clamp(term + trunc, max=1.0), fv=fv, next_value=nv,
+                following=following, nv=torch.where(trunc.bool(), fv, following), gamma=args[6], lam=args[7],
+                T=r.shape[0])
+
+
+def _gae64(p, nv=None, dmask=None, cmask=None, gamma_delta=None, coef=None, ts=None) -> torch.Tensor:
+    """GAE's recursion with any ingredient replaced (None keeps the reference's): V(s') ``nv``, the mask on
+    the bootstrap ``dmask``, the mask on the carried advantage ``cmask``, the discount in delta, the
+    coefficient of the carry, and the steps the loop visits, in order."""
+    nv = p["nv"] if nv is None else nv
+    dmask = 1 - p["term"] if dmask is None else dmask
+    cmask = 1 - p["ended"] if cmask is None else cmask
+    gamma_delta = p["gamma"] if gamma_delta is None else gamma_delta
+    coef = p["gamma"] * p["lam"] if coef is None else coef
+    adv, last = torch.zeros_like(p["v"]), torch.zeros_like(p["v"][0])
+    for t in (reversed(range(p["T"])) if ts is None else ts):
+        last = p["r"][t] + gamma_delta * nv[t] * dmask[t] - p["v"][t] + coef * cmask[t] * last
+        adv[t] = last
+    return adv
+
+
+def _shift(x, by: int) -> torch.Tensor:
+    """``x[t + by]`` along time, zero where that falls outside the rollout."""
+    out = torch.zeros_like(x)
+    if by > 0:
+        out[:-by] = x[by:]
+    else:
+        out[-by:] = x[:by]
+    return out
+
+
+def _normalised(a, dim=None, correction=1) -> torch.Tensor:
+    if dim is None:
+        return (a - a.mean()) / (a.std(correction=correction) + 1e-8)
+    return (a - a.mean(dim, keepdim=True)) / (a.std(dim, keepdim=True, correction=correction) + 1e-8)
+
+
+def _ones(p):
+    return torch.ones_like(p["term"])
+
+
+def _with_truncation(p, following):
+    return torch.where(p["trunc"].bool(), p["fv"], following)
+
+
+_LOOP = "loop over every step, t = T-1 down to 0: for t in reversed(range(T))"
+_CARRY = "A_t = delta_t + gamma * lambda * A_{t+1}"
+_NORMALISED = ("you normalised the advantages inside compute_gae ({}): return the raw advantages; PPO normalises "
+               "them per minibatch in the loss (ex04), and the returns are raw advantages + values")
+#: What each common mistake makes of GAE, in the order they are tried (the first that reproduces the learner's
+#: advantages on every rollout is named): a missing or wrong coefficient, a wrong V(s'), a missing or shifted
+#: episode-end mask, the loop's direction or range, then normalisation added afterwards.
+_GAE_HYPOTHESES = [
+    (f"the recursion never carries A_{{t+1}} back: {_CARRY} (your advantages are the one-step TD errors)",
+     lambda p: _gae64(p, coef=0.0)),
+    (f"lambda is missing from the recursion: {_CARRY} (A[0] grows by gamma = {GAMMA} instead of gamma * lambda = "
+     f"{GAMMA * LAMBDA:.2f} when r[1] grows by 1)", lambda p: _gae64(p, coef=p["gamma"])),
+    (f"gamma is missing from the recursion: {_CARRY} (A[0] grows by lambda = {LAMBDA} instead of gamma * lambda = "
+     f"{GAMMA * LAMBDA:.2f} when r[1] grows by 1)", lambda p: _gae64(p, coef=p["lam"])),
+    (f"gamma and lambda are missing from the recursion: {_CARRY}", lambda p: _gae64(p, coef=1.0)),
+    ("the TD error is missing gamma: delta_t = r_t + gamma * V(s_{t+1}) - V(s_t)",
+     lambda p: _gae64(p, gamma_delta=1.0)),
+    ("the TD error uses lambda where it needs gamma: delta_t = r_t + gamma * V(s_{t+1}) - V(s_t)",
+     lambda p: _gae64(p, gamma_delta=p["lam"])),
+    ("no bootstrap at the rollout cut: next_value is ignored. The last episode did not end, so delta_{T-1} = "
+     "r_{T-1} + gamma * next_value - V(s_{T-1})", lambda p: _gae64(p, nv=_with_truncation(p, _shift(p["v"], 1)))),
+    ("the last step bootstraps from values[0]: torch.roll wraps around; V(s') after the last step is next_value",
+     lambda p: _gae64(p, nv=_with_truncation(p, p["v"].roll(-1, 0)))),
+    ("V(s_{t+1}) is taken from values[t], the value of step t itself: delta_t = r_t + gamma * values[t+1] - "
+     "values[t] (next_value at the last step)",
+     lambda p: _gae64(p, nv=_with_truncation(p, torch.cat([p["v"][:-1], p["next_value"][None]])))),
+    ("V(s_{t+1}) is taken from values[t], the value of step t itself: delta_t = r_t + gamma * values[t+1] - "
+     "values[t] (next_value at the last step)", lambda p: _gae64(p, nv=_with_truncation(p, p["v"]))),
+    ("bootstrapping through a terminal step: delta_t adds gamma * V(s_{t+1}) even where terminations[t] = 1; at a "
+     "terminal step delta_t = r_t - V(s_t), nothing after it: multiply gamma * V(s_{t+1}) by (1 - terminations[t])",
+     lambda p: _gae64(p, dmask=_ones(p))),
+    ("advantages leak across episode boundaries: terminations[3] = 1 but A[3] changes when r[4] changes; multiply "
+     "the carried advantage by (1 - terminations[t]): A_t = delta_t + gamma * lambda * (1 - terminations[t]) * "
+     "A_{t+1}", lambda p: _gae64(p, cmask=1 - p["trunc"])),
+    ("episode ends are ignored: terminations[t] = 1 must remove both the bootstrap in delta_t and the carried "
+     "A_{t+1}; multiply both by (1 - terminations[t])", lambda p: _gae64(p, dmask=_ones(p), cmask=1 - p["trunc"])),
+    ("off-by-one on terminations: terminations[3] = 1 cuts the recursion between steps 2 and 3 instead of after step "
+     "3 (A[2] ignores r[3], A[3] uses r[4]): you used terminations[t+1]; here terminations[t] = 1 means the episode "
+     "ended at step t itself", lambda p: _gae64(p, dmask=1 - _shift(p["term"], 1), cmask=1 - _shift(p["ended"], 1))),
+    ("off-by-one on terminations: you used terminations[t-1], the previous step's flag; terminations[t] = 1 means "
+     "the episode ended at step t itself, so it masks step t's bootstrap and the advantage carried into step t",
+     lambda p: _gae64(p, dmask=1 - _shift(p["term"], -1), cmask=1 - _shift(p["ended"], -1))),
+    ("off-by-one on terminations: you used terminations[t-1], the previous step's flag (and at t = 0, "
+     "terminations[-1] is the last step's); terminations[t] = 1 means the episode ended at step t itself",
+     lambda p: _gae64(p, dmask=1 - p["term"].roll(1, 0), cmask=1 - p["ended"].roll(1, 0))),
+    ("the recursion runs forwards in time: A_t carries the advantage of step t-1; A_t sums future TD errors, so "
+     f"{_LOOP}", lambda p: _gae64(p, ts=range(p["T"]))),
+    (f"your loop stops before t = 0: A[0] is never computed and stays 0; {_LOOP}",
+     lambda p: _gae64(p, ts=range(p["T"] - 1, 0, -1))),
+    (f"your loop starts at t = T-2: the last step's A[T-1] is never computed (it stays 0, and the recursion starts "
+     f"from it); {_LOOP}", lambda p: _gae64(p, ts=range(p["T"] - 2, -1, -1))),
+    (_NORMALISED.format("(A - mean) / std over all T x N entries"), lambda p: _normalised(_gae64(p))),
+    (_NORMALISED.format("(A - mean) / std over all T x N entries"), lambda p: _normalised(_gae64(p), correction=0)),
+    (_NORMALISED.format("per environment, over time"), lambda p: _normalised(_gae64(p), 0)),
+    (_NORMALISED.format("per environment, over time"), lambda p: _normalised(_gae64(p), 0, correction=0)),
+    (_NORMALISED.format("per time step, over the environments"), lambda p: _normalised(_gae64(p), 1)),
+    (_NORMALISED.format("per time step, over the environments"), lambda p: _normalised(_gae64(p), 1, correction=0)),
+]
+
+_TRUNCATION_HYPOTHESES = [
+    ("truncation treated as termination: a truncated step does not bootstrap from final_values[t]; a time limit is "
+     "not an ending: delta_t = r_t + gamma * final_values[t] - V(s_t), and only the recursion stops there",
+     lambda p: _gae64(p, nv=p["following"], dmask=1 - p["ended"])),
+    ("truncation ignored: a truncated step bootstraps from values[t+1], the next episode's first state, and its "
+     "advantage runs on into that episode; bootstrap from final_values[t] and stop the recursion there",
+     lambda p: _gae64(p, nv=p["following"], cmask=1 - p["term"])),
+    ("final_values used where terminated: a terminated step bootstraps from final_values[t]; a terminated episode "
+     "has no future, delta = r - V(s) (final_values only matter where truncations[t] = 1)",
+     lambda p: _gae64(p, nv=torch.where(p["ended"].bool(), p["fv"], p["following"]), dmask=_ones(p))),
+    ("the advantage leaks into the next episode after the truncation: the recursion stops at any episode end (done "
+     "= terminated or truncated), only delta bootstraps from final_values", lambda p: _gae64(p, cmask=1 - p["term"])),
+    ("a truncated last step bootstraps from next_value, which is V of the next episode's first observation; use "
+     "final_values[T-1] there (the truncation wins over the rollout cut)",
+     lambda p: _gae64(p, nv=torch.cat([p["nv"][:-1], p["next_value"][None]]))),
+    ("a step both terminated and truncated bootstraps from final_values; termination wins: delta = r - V(s)",
+     lambda p: _gae64(p, dmask=1 - p["term"] * (1 - p["trunc"]))),
+]
+
+
+def _each_case(hypothesis, run, cases):
+    """A hypothesis's advantages on each case in turn (a generator: stops being evaluated at a mismatch)."""
+    return (hypothesis(_pieces(run.args(case))) for case in cases)
+
+
+# --------------------------------------------------------------------------------------------
+# measured dependences: GAE is linear, so bumping one input by 1 shows which advantages depend on it
+# --------------------------------------------------------------------------------------------
+def _fact_recursion(run) -> str | None:
+    """A dependence of a no-truncation rollout that GAE does not have, in words, or None."""
     envs = _case("three envs", 6, 3, seed=4, terminated=[(2, 1)])
-    _probe_separate_envs(run, envs)
-    _probe_direction(run, long)
-    _probe_episode_end(run, mid, end)
-    _probe_rollout_cut(run, long)
-    _probe_coefficients(run, long)
-
-
-def _probe_separate_envs(run, envs):
-    """Several environments must stay separate columns."""
     for n_from in range(3):
         for key in ("rewards", "values"):
             moved = _sens(run, envs, key, (1, n_from))
             others = [n for n in range(3) if n != n_from and bool((moved[:, n].abs() > _ATOL).any())]
             if others:
-                raise Diagnosis(f"environments are mixed: the advantages of env {others[0]} change when {key}[1, "
-                                f"{n_from}] (env {n_from}) changes; each column is its own stream of steps")
-
-
-def _probe_direction(run, long):
-    """Iterating forwards in time: A[t] must not depend on earlier steps."""
-    T = 8
-    for j in range(T - 1):
-        moved = _sens(run, long, "rewards", (j, 0))
-        later = [t for t in range(j + 1, T) if _nz(moved[t, 0])]
+                return (f"in a 3-env rollout the advantages of env {others[0]} change when {key}[1, {n_from}] "
+                        f"(env {n_from}) changes, though each env is its own stream of steps")
+    long, mid = _case("long", 8, 1, seed=1), _case("mid", 8, 1, seed=2, terminated=[(3, 0)])
+    for j in range(7):
+        later = [t for t in range(j + 1, 8) if _nz(_sens(run, long, "rewards", (j, 0))[t, 0])]
         if later:
-            raise Diagnosis(f"the recursion runs forwards in time: A[{later[0]}] changes when r[{j}] (an earlier "
-                            "reward) changes; A_t sums future TD errors, so loop backwards: "
-                            "for t in reversed(range(T))")
-
-
-def _probe_episode_end(run, mid, end):
-    """An episode end (mid-rollout at step 3, or at the last step) cuts the recursion after that step."""
-    # off-by-one on terminations (CleanRL's next-done convention applied to flags that belong to step t)
-    ref_mid = lambda key, idx: _sens(_reference, mid, key, idx)  # noqa: E731
-    if not _nz(_sens(run, mid, "rewards", (3, 0))[2, 0]) and _nz(ref_mid("rewards", (3, 0))[2, 0]) \
-            and _nz(_sens(run, mid, "rewards", (4, 0))[3, 0]):
-        raise Diagnosis("off-by-one on terminations: terminations[3] = 1 cuts the recursion between steps 2 and 3 "
-                        "instead of after step 3 (A[2] ignores r[3], A[3] uses r[4]): you used terminations[t+1]; here "
-                        "terminations[t] = 1 means the episode ended at step t itself")
-
-    # leak across the episode boundary
-    moved = _sens(run, mid, "rewards", (4, 0))
-    leaked = [t for t in range(4) if _nz(moved[t, 0])]
+            return (f"in one long episode A[{later[0]}] changes when r[{j}], an earlier reward, changes, though A_t "
+                    "sums rewards from t on")
+    leaked = [t for t in range(4) if _nz(_sens(run, mid, "rewards", (4, 0))[t, 0])]
     if leaked:
-        through = _nz(_sens(run, mid, "values", (4, 0))[3, 0])
-        raise Diagnosis(f"advantages leak across episode boundaries: terminations[3] = 1 but A[{leaked[-1]}] "
-                        "changes when r[4] changes; multiply the carried advantage by (1 - terminations[t]): A_t = "
-                        "delta_t + gamma * lambda * (1 - terminations[t]) * A_{t+1}"
-                        + (" (and delta_3 bootstraps from values[4] too)" if through else ""))
+        return (f"in a rollout with terminations[3] = 1, A[{leaked[-1]}] changes when r[4] changes, though that "
+                "episode ended at step 3")
     if _nz(_sens(run, mid, "values", (4, 0))[3, 0]):
-        raise Diagnosis("bootstrapping through a terminal step: terminations[3] = 1 but A[3] changes when values[4] "
-                        "(the next episode's first state) changes; at a terminal step delta_t = r_t - V(s_t), "
-                        "nothing after it: multiply gamma * V(s_{t+1}) by (1 - terminations[t])")
-    if _nz(_sens(run, end, "next_value", (0,))[5, 0]):
-        raise Diagnosis("bootstrapping through a terminal step: terminations[5] = 1 at the last step, but A[5] "
-                        "changes with next_value (the first state of the next episode); mask it with "
-                        "(1 - terminations[t])")
-
-
-def _probe_rollout_cut(run, long):
-    """The rollout cut: the last step bootstraps from next_value, times gamma."""
-    T = 8
-    cut = _sens(run, long, "next_value", (0,))
-    if not _nz(cut[T - 1, 0]):
-        raise Diagnosis("no bootstrap at the rollout cut: next_value is ignored. The last episode did not end, "
-                        "so delta_{T-1} = r_{T-1} + gamma * next_value - V(s_{T-1})")
-    if abs(float(cut[T - 1, 0]) - 1.0) < _ATOL:
-        raise Diagnosis("the TD error is missing gamma: delta_t = r_t + gamma * V(s_{t+1}) - V(s_t) "
-                        "(A[T-1] grows by 1, not by gamma, when next_value grows by 1)")
-
-
-def _probe_coefficients(run, long):
-    """The coefficients of the recursion: A[0] grows by gamma * lambda when r[1] grows by 1."""
+        return ("in a rollout with terminations[3] = 1, A[3] changes when values[4] changes, though nothing follows "
+                "a terminal step")
+    cut = float(_sens(run, long, "next_value", (0,))[7, 0])
+    if abs(cut - GAMMA) > _ATOL:
+        return (f"in one long episode A[7] (the last step) grows by {cut:.4f} when next_value grows by 1; GAE gives "
+                f"gamma = {GAMMA}")
     c = float(_sens(run, long, "rewards", (1, 0))[0, 0])
     if abs(c - GAMMA * LAMBDA) > _ATOL:
-        what = {GAMMA: "lambda is missing from the recursion: A_t = delta_t + gamma * lambda * A_{t+1} "
-                       f"(here A[0] grows by gamma = {GAMMA} instead of gamma * lambda = {GAMMA * LAMBDA:.2f} "
-                       "when r[1] grows by 1)",
-                LAMBDA: "gamma is missing from the recursion: A_t = delta_t + gamma * lambda * A_{t+1} "
-                        f"(here A[0] grows by lambda = {LAMBDA} instead of gamma * lambda = {GAMMA * LAMBDA:.2f} "
-                        "when r[1] grows by 1)",
-                1.0: "gamma and lambda are missing from the recursion: A_t = delta_t + gamma * lambda * A_{t+1}",
-                0.0: "the recursion never carries A_{t+1} back: A_t = delta_t + gamma * lambda * A_{t+1}"}
-        for value, message in what.items():
-            if abs(c - value) < _ATOL:
-                raise Diagnosis(message)
-        raise Diagnosis(f"A[0] should grow by gamma * lambda = {GAMMA * LAMBDA:.2f} when r[1] grows by 1 "
-                        f"(gamma = {GAMMA}, lambda = {LAMBDA}), but it grows by {c:.4f}")
-    dv = float(_sens(run, long, "values", (1, 0))[0, 0])
-    if abs(dv - (GAMMA - GAMMA * LAMBDA)) > _ATOL and abs(dv - (1 - GAMMA * LAMBDA)) < _ATOL:
-        raise Diagnosis("the TD error is missing gamma: delta_t = r_t + gamma * V(s_{t+1}) - V(s_t)")
+        return (f"in one long episode A[0] grows by {c:.4f} when r[1] grows by 1; GAE gives gamma * lambda = "
+                f"{GAMMA * LAMBDA:.2f}")
+    return None
 
 
-def _probe_returns(case, adv, ret):
-    values = case["values"]
-    if torch.allclose(ret, adv + values, atol=_ATOL):
+def _fact_truncation(run) -> str | None:
+    """A dependence of a rollout with truncations that GAE does not have, in words, or None."""
+    case = _case("truncation at step 3 (env 0), termination at step 4 (env 1)", 8, 2, seed=11,
+                 terminated=[(4, 1)], truncated=[(3, 0)])
+    s = lambda key, idx: _sens(run, case, key, idx)  # noqa: E731
+    if not _nz(s("final_values", (3, 0))[3, 0]):
+        return "in a rollout with truncations[3] = 1, A[3] does not change with final_values[3]"
+    leaked = [t for t in range(4) if _nz(s("rewards", (4, 0))[t, 0])]
+    if leaked:
+        return (f"in a rollout with truncations[3] = 1, A[{leaked[-1]}] changes when r[4] changes, though that "
+                "episode ended at step 3")
+    if _nz(s("values", (4, 0))[3, 0]):
+        return ("in a rollout with truncations[3] = 1, A[3] changes when values[4] (the next episode's first "
+                "state) changes")
+    if _nz(s("final_values", (4, 1))[4, 1]):
+        return "in a rollout with terminations[4] = 1 in env 1, A[4] of env 1 changes with final_values[4]"
+    for t in range(8):
+        if t != 3 and _nz(s("final_values", (t, 0))[t, 0]):
+            return f"A[{t}] changes with final_values[{t}], though step {t} of that rollout was not truncated"
+    last = _case("truncation at the last step", 6, 1, seed=12, truncated=[(5, 0)])
+    if _nz(_sens(run, last, "next_value", (0,))[5, 0]):
+        return "in a rollout with truncations[5] = 1 at the last step, A[5] changes with next_value"
+    both = _case("terminated and truncated at step 2", 6, 1, seed=13, terminated=[(2, 0)], truncated=[(2, 0)])
+    if _nz(_sens(run, both, "final_values", (2, 0))[2, 0]):
+        return "in a rollout terminated and truncated at step 2, A[2] changes with final_values[2]"
+    return None
+
+
+def _measured_fact(run, truncation: bool) -> str:
+    """``"; measured: ..."`` with the first wrong dependence found, or ``""`` (also when probing fails)."""
+    try:
+        fact = _fact_recursion(run) or (_fact_truncation(run) if truncation else None)
+    except Exception:  # noqa: BLE001 -- the learner's code failing on a probe rollout: report the localisation alone
+        return ""
+    return f"; measured by changing one input at a time: {fact}" if fact else ""
+
+
+# --------------------------------------------------------------------------------------------
+# comparison: localise, then name a mistake only when it reproduces the learner's output
+# --------------------------------------------------------------------------------------------
+def _diagnose_advantages(run, results, truncation: bool) -> None:
+    """Raise the diagnosis for the first rollout whose advantages differ (results: (case, got, reference))."""
+    bad = [i for i, (_, got, ref) in enumerate(results) if not reproduces(got[0], ref[0], atol=_ATOL, rtol=_RTOL)]
+    if not bad:
         return
-    if torch.allclose(ret, adv, atol=_ATOL):
-        raise Diagnosis("returns are equal to the advantages: you forgot to add the values, returns = advantages "
-                        "+ values (the critic's regression targets)")
-    if torch.allclose(ret, adv - values, atol=_ATOL):
-        raise Diagnosis("returns = advantages - values; it should be advantages + values")
-    ended = torch.clamp(case["terminations"] + case["truncations"], max=1.0)
-    for nv in (None, case["next_value"]):
-        if torch.allclose(ret, discounted_returns(case["rewards"], ended, case["gamma"], nv), atol=_ATOL):
-            raise Diagnosis("returns are plain discounted rewards; PPO's value targets are the lambda-returns, "
-                            "returns = advantages + values")
-    t, n = divmod(int((ret - adv - values).abs().argmax()), values.shape[1])
-    raise Diagnosis(f"returns should equal advantages + values; in case '{case['name']}' at t={t}, env {n}: "
-                    f"expected {float(adv[t, n] + values[t, n]):.4f}, got {float(ret[t, n]):.4f}")
-
-
-def _compare(run, cases, probes):
-    """Run every case; on the first wrong advantage run the probes, then a generic diagnosis."""
-    results = [(case, run(case), _reference(case)) for case in cases]
-    for case, (adv, _), (ref_adv, _) in results:
-        if not torch.allclose(adv, ref_adv, atol=_ATOL):
-            for probe in probes:
-                probe()
-            raise Diagnosis(_advantage_mismatch(case, adv, ref_adv))
-    for case, (adv, ret), _ in results:
-        _probe_returns(case, adv, ret)
+    ordered = [results[i] for i in bad] + [r for i, r in enumerate(results) if i not in bad]  # failing ones first
+    cases = [case for case, _, _ in ordered]
+    hypotheses = _GAE_HYPOTHESES + (_TRUNCATION_HYPOTHESES if truncation else [])
+    found = matching_hypothesis([got[0] for _, got, _ in ordered],
+                                [(name, partial(_each_case, h, run, cases)) for name, h in hypotheses],
+                                atol=_ATOL, rtol=_RTOL)
+    if found:
+        raise Diagnosis(f"{found} (this mistake reproduces your advantages on all {len(results)} rollouts)")
+    case, (adv, _), (ref_adv, _) = results[bad[0]]
+    raise Diagnosis(_advantage_mismatch(case, adv, ref_adv) + _measured_fact(run, truncation)
+                    + f"; none of the {len({name for name, _ in hypotheses})} common mistakes tried reproduces "
+                    "your advantages")
 
 
 def _advantage_mismatch(case, adv, ref_adv) -> str:
-    """The generic diagnosis: where the advantages differ most, with that environment's inputs."""
+    """Where the advantages first differ, in the recursion's order (t = T-1 down to 0), with that env's inputs."""
     T, N = ref_adv.shape
-    t, n = divmod(int((adv - ref_adv).abs().argmax()), N)
+    d = first_difference(ref_adv, adv, ("t", "env"), atol=_ATOL, rtol=_RTOL, reverse=(0,))
+    t, n = d.index
     ends = ""
     if case["terminations"][:, n].any():
         ends += f", terminations[:, {n}] = {_flags_desc(case, env=n)}"
     if case["truncations"][:, n].any():
         ends += f", truncations[:, {n}] = {_flags_desc(case, 'truncations', n)}"
+    later = {T - 1: "", T - 2: f"step {T - 1} is right; "}.get(t, f"steps {t + 1}..{T - 1} are right; ")
     return (f"advantages differ in case '{case['name']}' (T={T}, N={N}, gamma={case['gamma']}, "
-            f"lambda={case['lam']}{ends}): at t={t}, env {n} expected {float(ref_adv[t, n]):.4f}, got "
-            f"{float(adv[t, n]):.4f}; rewards[:, {n}] = {fmt(case['rewards'][:, n], significant=True)}, "
+            f"lambda={case['lam']}{ends}): at t={t}, env {n} expected {d.expected:.4f}, got {d.got:.4f}, the first "
+            f"wrong entry going backwards as the recursion does ({later}{d.count} of {d.size} entries differ); "
+            f"rewards[:, {n}] = {fmt(case['rewards'][:, n], significant=True)}, "
             f"values[:, {n}] = {fmt(case['values'][:, n], significant=True)}, "
-            f"next_value = {float(case['next_value'][n]):.3f}")
+            f"next_value[{n}] = {float(case['next_value'][n]):.3f}")
+
+
+_RETURNS_PLAIN = ("returns are plain discounted rewards; PPO's value targets are the lambda-returns, returns = "
+                  "advantages + values")
+#: The returns' common mistakes, given (pieces, advantages), in the order they are tried.
+_RETURNS_HYPOTHESES = [
+    ("returns are equal to the advantages: you forgot to add the values, returns = advantages + values (the "
+     "critic's regression targets)", lambda p, adv: adv),
+    ("returns = advantages - values; it should be advantages + values", lambda p, adv: adv - p["v"]),
+    ("returns = advantages + V(s_{t+1}); it should be advantages + values[t], the value of the state the advantage "
+     "belongs to", lambda p, adv: adv + p["nv"]),
+    (_RETURNS_PLAIN, lambda p, adv: discounted_returns(p["r"], p["ended"], p["gamma"])),
+    (_RETURNS_PLAIN, lambda p, adv: discounted_returns(p["r"], p["ended"], p["gamma"], p["next_value"])),
+    (_RETURNS_PLAIN, lambda p, adv: discounted_returns(p["r"], p["term"], p["gamma"])),
+    (_RETURNS_PLAIN, lambda p, adv: discounted_returns(p["r"], p["term"], p["gamma"], p["next_value"])),
+]
+
+
+def _diagnose_returns(run, results) -> None:
+    """The returns, once the advantages are right: advantages + values, or the mistake that reproduces them."""
+    expected = [as_double(adv) + as_double(case["values"]) for case, (adv, _), _ in results]
+    got = [ret for _, (_, ret), _ in results]
+    if reproduces(got, expected, atol=_ATOL, rtol=_RTOL):
+        return
+    inputs = [(_pieces(run.args(case)), as_double(adv)) for case, (adv, _), _ in results]
+    found = matching_hypothesis(got, [(name, lambda h=h: [h(p, adv) for p, adv in inputs])
+                                      for name, h in _RETURNS_HYPOTHESES], atol=_ATOL, rtol=_RTOL)
+    if found:
+        raise Diagnosis(found)
+    i = next(i for i, (g, e) in enumerate(zip(got, expected)) if not reproduces(g, e, atol=_ATOL, rtol=_RTOL))
+    case, d = results[i][0], first_difference(expected[i], got[i], ("t", "env"), atol=_ATOL, rtol=_RTOL)
+    raise Diagnosis(f"returns should equal advantages + values; in case '{case['name']}' at t={d.index[0]}, env "
+                    f"{d.index[1]}: expected {d.expected:.4f}, got {d.got:.4f} ({d.count} of {d.size} entries differ, "
+                    f"this is the first); none of the {len({n for n, _ in _RETURNS_HYPOTHESES})} common mistakes tried "
+                    "reproduces your returns")
+
+
+def _compare(run, cases, truncation: bool):
+    """Run every case, then diagnose the advantages, then the returns."""
+    results = [(case, run(case), _reference(case)) for case in cases]
+    _diagnose_advantages(run, results, truncation)
+    _diagnose_returns(run, results)
 
 
 def _basic_cases():
@@ -301,8 +454,9 @@ def check_gae(compute_gae, quiet: bool = False):
     ``final_values`` are all zeros, so the function may ignore them. Returns ``(advantages, returns)``,
     both ``(T, N)`` float32, with returns = advantages + values. Compared with
     :func:`ppo_course.advantages.compute_gae` on a long episode cut by the rollout, an episode ending
-    mid-rollout and at the last step, T = 1, several envs, lambda = 0 and 1; when it differs, the
-    dependence of A on each input is probed to name the bug.
+    mid-rollout and at the last step, T = 1, several envs, lambda = 0 and 1. When it differs, a mistake of
+    ``_GAE_HYPOTHESES`` is named only if it reproduces the advantages on every rollout; otherwise the
+    diagnosis is where they first differ (rollout, step, env, inputs) and a measured wrong dependence.
 
     Returns:
         The :class:`~ppo_course.checks.CheckResult` (printed unless ``quiet``).
@@ -310,7 +464,7 @@ def check_gae(compute_gae, quiet: bool = False):
 
     def body():
         run = _Runner(compute_gae, zero_final_values=True)
-        _compare(run, _basic_cases(), [lambda: _probe_recursion(run)])
+        _compare(run, _basic_cases(), truncation=False)
         return ("equals ppo_course.advantages.compute_gae on 8 rollouts: a cut episode, episode ends mid-rollout and "
                 "at the last step, T = 1, several envs, lambda = 0 and 1; returns = advantages + values")
 
@@ -321,49 +475,6 @@ def check_gae(compute_gae, quiet: bool = False):
 # --------------------------------------------------------------------------------------------
 # ex03 task 2
 # --------------------------------------------------------------------------------------------
-def _probe_truncation(run):
-    T = 8
-    # env 0 truncated at step 3, env 1 terminated at step 4
-    case = _case("truncation at step 3 (env 0), termination at step 4 (env 1)", T, 2, seed=11,
-                 terminated=[(4, 1)], truncated=[(3, 0)])
-    s = lambda key, idx: _sens(run, case, key, idx)  # noqa: E731
-    uses_final = _nz(s("final_values", (3, 0))[3, 0])
-    uses_next_r = _nz(s("rewards", (4, 0))[3, 0]) or any(_nz(x) for x in s("rewards", (4, 0))[:3, 0])
-    uses_next_v = _nz(s("values", (4, 0))[3, 0])
-    if not uses_final and not uses_next_r and not uses_next_v:
-        raise Diagnosis("truncation treated as termination: truncations[3] = 1 but A[3] does not bootstrap from "
-                        "final_values[3]; a time limit is not an ending: delta_3 = r_3 + gamma * final_values[3] "
-                        "- V(s_3)")
-    if not uses_final and (uses_next_r or uses_next_v):
-        raise Diagnosis("truncation ignored: truncations[3] = 1 but A[3] changes with "
-                        + ("r[4]" if uses_next_r else "values[4]")
-                        + ", the next episode's first step; bootstrap from final_values[3] and stop the recursion there")
-    if uses_next_r:
-        raise Diagnosis("the advantage leaks into the next episode after the truncation: truncations[3] = 1 but A[3] "
-                        "changes when r[4] changes; the recursion stops at any episode end (done = terminated or "
-                        "truncated), only delta bootstraps from final_values")
-    if uses_next_v:
-        raise Diagnosis("truncations[3] = 1 but delta_3 uses values[4] (the next episode's first state) as well as "
-                        "final_values[3]: after a truncation V(s') is final_values[t] only")
-    if _nz(s("final_values", (4, 1))[4, 1]):
-        raise Diagnosis("final_values used where terminated: terminations[4] = 1 (env 1) but A[4] changes with "
-                        "final_values[4]; a terminated episode has no future, delta = r - V(s)")
-    for t in range(T):
-        if t != 3 and _nz(s("final_values", (t, 0))[t, 0]):
-            raise Diagnosis(f"final_values used at a step that was not truncated (step {t}): final_values[t] only "
-                            "means something where truncations[t] = 1")
-    last = _case("truncation at the last step", 6, 1, seed=12, truncated=[(5, 0)])
-    if _nz(_sens(run, last, "next_value", (0,))[5, 0]):
-        raise Diagnosis("truncations[5] = 1 at the last step, but A[5] bootstraps from next_value, which is V of the "
-                        "next episode's first observation; use final_values[5]")
-    if not _nz(_sens(run, last, "final_values", (5, 0))[5, 0]):
-        raise Diagnosis("truncations[5] = 1 at the last step, but A[5] ignores final_values[5]")
-    both = _case("terminated and truncated at step 2", 6, 1, seed=13, terminated=[(2, 0)], truncated=[(2, 0)])
-    if _nz(_sens(run, both, "final_values", (2, 0))[2, 0]):
-        raise Diagnosis("a step both terminated and truncated (terminations[2] = truncations[2] = 1) bootstraps from "
-                        "final_values[2]; termination wins: delta = r - V(s)")
-
-
 def check_gae_with_truncation(compute_gae, quiet: bool = False):
     """Check ``compute_gae(rewards, values, terminations, truncations, next_value, final_values=None, gamma=0.99,
     gae_lambda=0.95) -> (advantages, returns)`` with truncations too (ex03 task 2).
@@ -373,7 +484,8 @@ def check_gae_with_truncation(compute_gae, quiet: bool = False):
     ``final_values[t]`` (V of the episode's real last observation), and both stop the recursion;
     the last step bootstraps from ``next_value`` unless it ended an episode. Compared with the
     package on truncations mid-rollout and at the last step, terminations, both in one step,
-    several envs, T = 1, lambda = 0 and 1.
+    several envs, T = 1, lambda = 0 and 1; diagnosed as :func:`check_gae`, with the mistakes of
+    ``_TRUNCATION_HYPOTHESES`` tried after those of ``_GAE_HYPOTHESES``.
 
     Returns:
         The :class:`~ppo_course.checks.CheckResult` (printed unless ``quiet``).
@@ -392,7 +504,7 @@ def check_gae_with_truncation(compute_gae, quiet: bool = False):
                   lam=1.0),
             _case("truncations, lambda = 0", 9, 2, seed=27, truncated=[(4, 0)], terminated=[(6, 1)], lam=0.0),
         ]
-        _compare(run, cases, [lambda: _probe_recursion(run), lambda: _probe_truncation(run)])
+        _compare(run, cases, truncation=True)
         return ("equals ppo_course.advantages.compute_gae on 15 rollouts: truncations mid-rollout and at the last "
                 "step (bootstrap from final_values), terminations, both at once, several envs, T = 1, lambda = 0 "
                 "and 1; returns = advantages + values")
