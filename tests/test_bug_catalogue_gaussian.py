@@ -429,6 +429,14 @@ def test_bug_normalizer_never_updates_in_call():
     assert_caught(normalizer_check(Norm), "__call__ does not update the statistics")
 
 
+def test_bug_normalizer_normalize_forgets_to_return():
+    class Norm(RunningObsNormalizer):
+        def normalize(self, obs):
+            self.last = super().normalize(obs)  # kept, never returned
+
+    assert_caught(normalizer_check(Norm), "normalize returned NoneType: return the normalised observations")
+
+
 def test_catalogue_uses_correct_references():
     assert check_gaussian_sample_and_score(gaussian_sample_and_score, quiet=True)
     assert check_clip_and_score(clip_and_score, quiet=True)

@@ -264,3 +264,80 @@ def test_bug_returns_the_mean_kl_of_every_epoch():
         return torch.stack(every).mean().item()
 
     _assert_caught(broken, "the mean over every epoch, not only the last")
+
+
+def _loss_call(new_values_of, old_values_of):
+    """The reference loop whose ppo_loss call gets new_values_of(net values, stored values) as new_values and
+    old_values_of(...) as old_values."""
+    def update(agent, optimizer, buf, advantages, returns, config, ent_coef, rng):
+        b = buf.flatten(advantages=advantages, returns=returns)
+        for _ in range(config.update_epochs):
+            order = rng.permutation(config.batch_size)
+            kls = []
+            for start in range(0, config.batch_size, config.minibatch_size):
+                idx = order[start:start + config.minibatch_size]
+                _, new_logprobs, entropy, new_values = agent.get_action_and_value(b["obs"][idx], b["actions"][idx])
+                stored = b["values"][idx]
+                loss = ppo_loss(new_logprobs, b["logprobs"][idx], b["advantages"][idx],
+                                new_values_of(new_values, stored), old_values_of(new_values, stored),
+                                b["returns"][idx], entropy, config.clip_coef, config.vf_coef, ent_coef)
+                optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(agent.parameters(), config.max_grad_norm)
+                optimizer.step()
+                kls.append(_kl(new_logprobs, b["logprobs"][idx]))
+            if _stops(kls, config):
+                break
+        return torch.stack(kls).mean().item()
+    return update
+
+
+def test_bug_new_and_old_values_swapped():
+    _assert_caught(_loss_call(lambda new, stored: stored, lambda new, stored: new),
+                   "the old values passed to ppo_loss carry gradient (epoch 0, minibatch 0)")
+
+
+def test_bug_new_values_detached():
+    _assert_caught(_loss_call(lambda new, stored: new.detach(), lambda new, stored: stored),
+                   "the new_values passed to ppo_loss carry no gradient (epoch 0, minibatch 0)")
+
+
+def test_bug_minibatch_slice_one_too_long():
+    def broken(agent, optimizer, buf, advantages, returns, config, ent_coef, rng):
+        b = buf.flatten(advantages=advantages, returns=returns)
+        for _ in range(config.update_epochs):
+            order = rng.permutation(config.batch_size)
+            kls = [_minibatch_step(agent, optimizer, b, order[start:start + config.minibatch_size + 1], config,
+                                   ent_coef)  # the slice end "included"
+                   for start in range(0, config.batch_size, config.minibatch_size)]
+            if _stops(kls, config):
+                break
+        return torch.stack(kls).mean().item()
+
+    _assert_caught(broken, "ppo_loss got a minibatch of 9 samples (epoch 0, minibatch 0), expected "
+                           "config.minibatch_size = 8")
+
+
+def test_bug_returned_kl_with_the_sign_of_log_r_flipped():
+    def broken(agent, optimizer, buf, advantages, returns, config, ent_coef, rng):
+        b = buf.flatten(advantages=advantages, returns=returns)
+        for _ in range(config.update_epochs):
+            order = rng.permutation(config.batch_size)
+            kls = []
+            for start in range(0, config.batch_size, config.minibatch_size):
+                idx = order[start:start + config.minibatch_size]
+                _, new_logprobs, entropy, new_values = agent.get_action_and_value(b["obs"][idx], b["actions"][idx])
+                loss = ppo_loss(new_logprobs, b["logprobs"][idx], b["advantages"][idx], new_values, b["values"][idx],
+                                b["returns"][idx], entropy, config.clip_coef, config.vf_coef, ent_coef)
+                optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(agent.parameters(), config.max_grad_norm)
+                optimizer.step()
+                with torch.no_grad():
+                    logratio = new_logprobs - b["logprobs"][idx]
+                    kls.append(((torch.exp(logratio) - 1) + logratio).mean())  # + log r
+            if torch.stack(kls).mean() > (config.target_kl if config.target_kl is not None else float("inf")):
+                break
+        return torch.stack(kls).mean().item()
+
+    _assert_caught(broken, "the sign of log r flipped")

@@ -58,6 +58,27 @@ def test_bug_policy_network_layer_never_used():
     assert_caught(check_policy_network(Net, quiet=True), "gets no gradient")
 
 
+def test_bug_policy_network_detached_logits():
+    class Net(PolicyNetwork):
+        def forward(self, obs):
+            return self.net(obs).detach()  # "logits are just numbers"
+
+    assert_caught(check_policy_network(Net, quiet=True), "forward's logits carry no gradient")
+
+
+def test_bug_policy_network_activation_forgotten_between_two_layers():
+    class Net(nn.Module):
+        def __init__(self, obs_dim, n_actions, hidden_size=64):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(obs_dim, hidden_size), nn.Tanh(), nn.Linear(hidden_size, hidden_size),
+                                     nn.Linear(hidden_size, n_actions))  # the second nn.Tanh() forgotten
+
+        def forward(self, obs):
+            return self.net(obs)
+
+    assert_caught(check_policy_network(Net, quiet=True), "two nn.Linear layers in a row ('net.2' then 'net.3')")
+
+
 # -- ex01 task 2: sample_and_score --------------------------------------------------------------
 def test_bug_sampling_gathers_raw_logits():
     def sample_and_score(logits, action=None, deterministic=False):
@@ -360,3 +381,33 @@ def test_bug_actor_critic_value_without_gradient():
                 return self.critic(x).squeeze(-1)
 
     assert_caught(check_actor_critic(Agent, quiet=True), "no gradient reaches the value head")
+
+
+def test_bug_actor_critic_entropy_detached():
+    class Agent(ActorCritic):
+        def get_action_and_value(self, x, action=None):
+            action, logprob, entropy, value = super().get_action_and_value(x, action)
+            return action, logprob, entropy.detach(), value  # "the entropy is only logged"
+
+    assert_caught(check_actor_critic(Agent, quiet=True), "the entropy returned by get_action_and_value carries no "
+                  "gradient")
+
+
+def test_bug_actor_critic_value_detached_in_get_action_and_value():
+    class Agent(ActorCritic):
+        def get_action_and_value(self, x, action=None):
+            action, logprob, entropy, value = super().get_action_and_value(x, action)
+            return action, logprob, entropy, value.detach()  # "the value is stored in the rollout"
+
+    assert_caught(check_actor_critic(Agent, quiet=True), "the value returned by get_action_and_value carries no "
+                  "gradient to the value head")
+
+
+def test_bug_actor_critic_critic_activation_forgotten():
+    class Agent(ActorCritic):
+        def __init__(self, obs_dim, n_actions, hidden_size=64):
+            super().__init__(obs_dim, n_actions, hidden_size)
+            self.critic = nn.Sequential(self.critic[0], self.critic[1], self.critic[2], self.critic[4])
+
+    assert_caught(check_actor_critic(Agent, quiet=True), "two nn.Linear layers in a row ('critic.2' then "
+                  "'critic.3')")

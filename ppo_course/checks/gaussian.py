@@ -476,6 +476,9 @@ def _compare_stats(got: list, want: list, history: list) -> None:
 
 
 def _normalized(out, obs: torch.Tensor, what: str) -> torch.Tensor:
+    if not (torch.is_tensor(out) or isinstance(out, np.ndarray)):
+        raise Diagnosis(f"{what} returned {type(out).__name__}: return the normalised observations, a float32 tensor "
+                        f"of the observations' shape {tuple(obs.shape)}")
     out = torch.as_tensor(np.asarray(out.detach() if torch.is_tensor(out) else out))
     if tuple(out.shape) != tuple(obs.shape):
         raise Diagnosis(f"{what} should return the observations' shape {tuple(obs.shape)}, got {tuple(out.shape)}")

@@ -109,7 +109,7 @@ def _rows(values: torch.Tensor, table: torch.Tensor, idx: list[int] | None = Non
     values, table = values.detach(), table.detach()
     if idx is not None and values.shape == table[idx].shape and torch.equal(values, table[idx]):
         return idx
-    if values.dim() == 0 or values.shape[1:] != table.shape[1:]:
+    if values.dim() == 0 or values.shape[1:] != table.shape[1:] or values.numel() == 0:
         return None
     eq = (values.reshape(len(values), 1, -1) == table.reshape(1, len(table), -1)).all(-1)
     return eq.float().argmax(1).tolist() if bool(eq.any(1).all()) else None
@@ -159,6 +159,12 @@ def _minibatch_rows(spy, k, b, norm_all, config) -> list[int]:
     to it is indexed with them (old log-probs from the rollout, raw advantages, the rollout's actions)."""
     rec, forwards = spy["losses"][k], spy["forwards"]
     where = f"(epoch {k // config.num_minibatches}, minibatch {k % config.num_minibatches})"
+    size = len(rec["new_logprobs"]) if rec["new_logprobs"].dim() else 1
+    if size != config.minibatch_size:
+        raise Diagnosis(f"ppo_loss got a minibatch of {size} samples {where}, expected config.minibatch_size = "
+                        f"{config.minibatch_size}: take idx = order[start:start + config.minibatch_size] for start in "
+                        "range(0, config.batch_size, config.minibatch_size)")
+    _check_loss_gradients(rec, where)
     idx_obs = _rows(forwards[k]["x"], b["obs"]) if len(forwards) == len(spy["losses"]) else None
     _check_coefficients(rec, config, where)
     stored = _rows(rec["old_logprobs"], b["logprobs"], idx_obs) is not None
@@ -188,6 +194,22 @@ def _minibatch_rows(spy, k, b, norm_all, config) -> list[int]:
                         "agent.get_action_and_value(b['obs'][idx], b['actions'][idx]) — without the actions "
                         "it samples new ones")
     return reference_idx
+
+
+def _check_loss_gradients(rec, where) -> None:
+    """What the network computes now (new log-probs, new values, entropy) carries gradient; the rollout's old
+    values do not (old log-probs: the caller names that mistake)."""
+    if rec["old_values_requires_grad"]:
+        raise Diagnosis(f"the old values passed to ppo_loss carry gradient {where}: they are the critic's new "
+                        "values (new and old swapped?) — ppo_loss takes (new_logprobs, old_logprobs, advantages, "
+                        "new_values, old_values, returns, entropy, ...): new_values from the network, old_values = "
+                        "b['values'][idx]")
+    for name, what in (("new_logprobs", "log-probs"), ("new_values", "values"), ("entropy", "entropy")):
+        if not rec[f"{name}_requires_grad"]:
+            raise Diagnosis(f"the {name} passed to ppo_loss carry no gradient {where}: pass the {what} the network "
+                            "computes now for the minibatch (agent.get_action_and_value(b['obs'][idx], "
+                            "b['actions'][idx]), not detached, not from the rollout), or the update cannot change "
+                            "them")
 
 
 def _check_coefficients(rec, config, where) -> None:
@@ -285,6 +307,9 @@ def _recording_loss(spy, params) -> Callable:
         spy["losses"].append({
             "new_logprobs": new_logprobs.detach().clone(), "old_logprobs": old_logprobs.detach().clone(),
             "old_logprobs_requires_grad": old_logprobs.requires_grad,
+            **{f"{name}_requires_grad": bool(getattr(t, "requires_grad", False)) for name, t in
+               (("new_logprobs", new_logprobs), ("new_values", new_values), ("entropy", entropy),
+                ("old_values", old_values))},
             "advantages": advantages.detach().clone(), "old_values": old_values.detach().clone(),
             "returns": returns.detach().clone(), "clip_coef": clip_coef, "vf_coef": vf_coef, "ent_coef": ent_coef,
             "grad": _flat(torch.zeros_like(p) if g is None else g for p, g in zip(params, grads))})
@@ -366,9 +391,12 @@ def _check_returned_kl(returned, kls) -> None:
     if close(value, expected, atol=1e-6, rtol=1e-3, dtype=torch.float64):
         return
     every = [k3 for epoch in kls for k3, _ in epoch]
+    naive = sum(n for _, n in kls[-1]) / len(last)
     mistakes = {"the mean over every epoch, not only the last": sum(every) / len(every),
                 "the last minibatch's alone": last[-1],
-                "the naive estimate mean(-log r), not mean((r - 1) - log r)": sum(n for _, n in kls[-1]) / len(last)}
+                "the naive estimate mean(-log r), not mean((r - 1) - log r)": naive,
+                "mean((r - 1) + log r), the sign of log r flipped, not mean((r - 1) - log r)": expected - 2 * naive,
+                "mean(r - log r), without the - 1 of mean((r - 1) - log r)": expected + 1}
     for what, wrong in mistakes.items():
         if close(value, wrong, atol=1e-6, rtol=1e-3, dtype=torch.float64):
             raise Diagnosis(f"your update returned approx_kl = {value:.4g}, {what}: {want}")

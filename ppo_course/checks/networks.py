@@ -7,6 +7,7 @@ raises :class:`~ppo_course.checks._core.Diagnosis` with the most specific explan
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 
@@ -93,13 +94,18 @@ def _check_logits(net, batch: int, obs_dim: int, n_actions: int) -> None:
         if (out >= 0).all() and close(out.sum(0), torch.ones(n_actions), atol=1e-4):
             raise Diagnosis("forward applies a softmax over the batch dimension (columns sum to 1): "
                             "return raw logits, with no softmax at all")
-        if close(out, out[:1].expand_as(out), atol=1e-6):
-            raise Diagnosis("forward ignores its input: every observation gets the same logits "
-                            f"{fmt(out[0])}")
         single = net(obs[:1])
         if not close(single, out[:1], atol=1e-5):
             raise Diagnosis("the logits of one observation change with the rest of the batch "
                             "(batch-wise normalisation?): each row must depend on its own observation only")
+
+
+def _check_depends_on_input(net, obs_dim: int) -> None:
+    """Different observations get different logits."""
+    with torch.no_grad():
+        out = net(_observations(32, obs_dim, seed=32))
+    if close(out, out[:1].expand_as(out), atol=1e-6):
+        raise Diagnosis(f"forward ignores its input: every observation gets the same logits {fmt(out[0])}")
 
 
 def _check_non_linear(net, obs_dim: int) -> None:
@@ -118,11 +124,63 @@ def _check_gradients_reach(net, params, obs_dim: int, n_actions: int) -> None:
     net.zero_grad()
     obs = _observations(16, obs_dim, 3)
     weights = torch.randn(16, n_actions, generator=torch.Generator().manual_seed(4))
-    (net(obs) * weights).sum().backward()
+    out = net(obs)
+    if not out.requires_grad:
+        raise Diagnosis("forward's logits carry no gradient (a .detach(), torch.no_grad() or a NumPy round trip "
+                        "in forward): the policy could not learn")
+    (out * weights).sum().backward()
     for name, p in params:
         if p.grad is None or not torch.any(p.grad != 0):
             raise Diagnosis(f"parameter '{name}' gets no gradient: a layer created but not used in forward, "
                             "or a .detach() / torch.no_grad() inside forward")
+
+
+def _perturbed(net: nn.Module) -> nn.Module:
+    """A copy of ``net`` with seeded noise added to every parameter."""
+    other = copy.deepcopy(net)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g).to(p.dtype))
+    return other
+
+
+def _check_function(net, obs_dim: int, n_actions: int) -> None:
+    """The logits depend on the input, non-linearly, and the gradient reaches every parameter. These are properties
+    of the function the network can represent, not of its initial values: a failure counts only if a copy with
+    perturbed parameters fails too (a policy head initialised to zero gives every observation the same logits,
+    and the hidden layers no gradient, until its first update -- a valid choice)."""
+    def properties(model):
+        _check_depends_on_input(model, obs_dim)
+        _check_non_linear(model, obs_dim)
+        _check_gradients_reach(model, list(model.named_parameters()), obs_dim, n_actions)
+
+    try:
+        properties(net)
+    except Diagnosis as first:
+        try:
+            other = _perturbed(net)
+        except Exception:  # noqa: BLE001 - a module deepcopy cannot copy: keep the diagnosis
+            raise first from None
+        try:
+            properties(other)
+        except Diagnosis:
+            raise first from None
+
+
+def _check_layer_sequence(net: nn.Module) -> None:
+    """No nn.Sequential holds two nn.Linear layers in a row (they collapse into one linear map)."""
+    for seq_name, seq in net.named_modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        children = list(seq.named_children())
+        for (first, a), (second, b) in zip(children, children[1:]):
+            if isinstance(a, nn.Linear) and isinstance(b, nn.Linear):
+                where = f"{seq_name}." if seq_name else ""
+                raise Diagnosis(f"two nn.Linear layers in a row ('{where}{first}' then '{where}{second}') with no "
+                                "activation between them: together they are one linear map, so the network has a "
+                                "hidden layer fewer than it seems; put nn.Tanh() after each hidden nn.Linear "
+                                "(Linear, Tanh, Linear, Tanh, Linear)")
 
 
 def check_policy_network(PolicyNetwork, quiet: bool = False):
@@ -133,7 +191,9 @@ def check_policy_network(PolicyNetwork, quiet: bool = False):
     the distribution). Verified with LunarLander's sizes (8, 4) and others, batch 1 and larger:
     shapes and dtype, raw logits rather than probabilities, rows independent of each other,
     output depending (non-linearly) on the input, ``hidden_size`` used, gradients reaching every
-    parameter.
+    parameter (these three on the network as built or, failing that, on a copy with perturbed
+    parameters, so that the initial values do not matter: a zero-initialised head is fine), and no
+    two ``nn.Linear`` layers in a row in an ``nn.Sequential``.
 
     Returns:
         The :class:`~ppo_course.checks.CheckResult` (printed unless ``quiet``).
@@ -145,8 +205,8 @@ def check_policy_network(PolicyNetwork, quiet: bool = False):
             net, params = _build_policy(PolicyNetwork, obs_dim, n_actions, hidden)
             for batch in (1, 32):
                 _check_logits(net, batch, obs_dim, n_actions)
-            _check_non_linear(net, obs_dim)
-            _check_gradients_reach(net, params, obs_dim, n_actions)
+            _check_function(net, obs_dim, n_actions)
+            _check_layer_sequence(net)
         return ("(batch, obs_dim) -> (batch, n_actions) float32 logits for sizes (8, 4), (3, 2), (5, 7) and batch 1; "
                 "raw logits, rows independent, non-linear, gradients reach every parameter")
 
@@ -644,6 +704,18 @@ def _actor_critic_gradients(agent, obs, action, pname: str, vname: str) -> None:
     critic_params = reached_by(lambda: agent.get_value(obs), vname,
                                "no gradient reaches the value head from get_value (detached, or computed "
                                "under torch.no_grad()?)")
+    reached_by(lambda: agent.get_action_and_value(obs, action)[3], vname,
+               "the value returned by get_action_and_value carries no gradient to the value head (detached, or "
+               "computed under torch.no_grad()?): the PPO update trains the critic through that value; return "
+               "self.get_value(x) as it is")
+    agent.zero_grad()
+    entropy = agent.get_action_and_value(obs, action)[2]
+    if entropy.requires_grad:
+        entropy.sum().backward()
+    if not entropy.requires_grad or params[f"{pname}.weight"].grad is None:
+        raise Diagnosis("the entropy returned by get_action_and_value carries no gradient to the policy head "
+                        "(detached, or computed under torch.no_grad()?): the entropy bonus acts only through its "
+                        "gradient; return dist.entropy() as it is")
     shared = sorted(actor_params & critic_params)
     if shared:
         raise Diagnosis(f"actor and critic share parameters ({shared[0]}, ...): the exercise asks for two "
@@ -664,7 +736,8 @@ def check_actor_critic(ActorCritic, quiet: bool = False):
     The policy head is initialised with gain 0.01 (near-uniform initial policy), the value head with
     gain 1.0, hidden layers with sqrt(2). Verified: shapes (batch 1 too), given actions are scored
     not resampled, log-probs normalised and consistent between the two phases, entropy consistent
-    with them, initial gains, gradients reaching both heads and the trunks kept separate.
+    with them, initial gains, gradients reaching both heads (from the log-probs, the entropy and both
+    values) and the trunks kept separate, no two ``nn.Linear`` layers in a row in an ``nn.Sequential``.
 
     Returns:
         The :class:`~ppo_course.checks.CheckResult` (printed unless ``quiet``).
@@ -681,6 +754,7 @@ def check_actor_critic(ActorCritic, quiet: bool = False):
             table = _actor_critic_scoring(agent, obs, action, logprob, entropy, n_actions)
             pname, vname = _actor_critic_init(agent, table, n_actions, hidden)
             _actor_critic_gradients(agent, obs, action, pname, vname)
+            _check_layer_sequence(agent)
         return ("value (batch,) incl. batch 1; given actions scored not resampled; log-probs normalised and "
                 "consistent; entropy; near-uniform initial policy (gain 0.01), value head gain 1, hidden sqrt(2); "
                 "gradients reach both heads through separate trunks")

@@ -320,10 +320,12 @@ def _check_layout(pairs, T: int, N: int, M: int) -> None:
 
 
 def _check_shuffled(epochs, T: int, N: int, M: int) -> None:
-    """Several epochs do not all give the same groups in the same order."""
+    """Several epochs do not all give the same groups in the same order. Only which envs share a minibatch, and
+    the order of the minibatches, change the update: the order of the envs inside a group does not (sorted
+    groups are fine), and with M = 1 there is nothing to shuffle."""
     groups = [[tuple(e.tolist()) for _, e in pairs] for pairs in epochs]
-    if M > 1 or N > 1:
-        orders = [tuple(i for g in gs for i in g) for gs in groups]
+    if M > 1:
+        orders = [tuple(frozenset(g) for g in gs) for gs in groups]
         if len(set(orders)) == 1 and N >= 4:
             raise Diagnosis(f"the minibatches are not shuffled: 4 epochs (T = {T}, N = {N}, M = {M}) all "
                             f"give the groups {groups[0]}; permute the envs with rng.permutation(num_envs) each "
