@@ -23,6 +23,16 @@ def test_bug_policy_network_returns_probabilities():
     assert_caught(check_policy_network(Net, quiet=True), "forward returns probabilities (rows sum to 1)")
 
 
+def test_bug_policy_network_squashes_its_logits():
+    """A tanh on the output layer bounds the logits to [-1, 1]: with 7 actions the most a policy can then give
+    one action is e / (e + 6 / e) = 0.55, however long it trains."""
+    class Net(PolicyNetwork):
+        def forward(self, obs):
+            return torch.tanh(self.net(obs))
+
+    assert_caught(check_policy_network(Net, quiet=True), "the policy cannot become sure of an action")
+
+
 def test_bug_policy_network_without_activations():
     class Net(nn.Module):
         def __init__(self, obs_dim, n_actions, hidden_size=64):

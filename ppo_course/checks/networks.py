@@ -183,6 +183,31 @@ def _check_layer_sequence(net: nn.Module) -> None:
                                 "(Linear, Tanh, Linear, Tanh, Linear)")
 
 
+def _check_can_commit(net: nn.Module, obs_dim: int, n_actions: int) -> None:
+    """A policy must be able to become near-deterministic: up to 150 Adam steps raising log pi(target | s)
+    for four fixed observations must reach pi(target | s) > 0.95 for each (a trained lander is this sure).
+    Logits squashed into a bounded range (a tanh or a clamp on the output layer) or a softmax applied
+    before the distribution's own cap the probability below that."""
+    model = copy.deepcopy(net)
+    g = torch.Generator().manual_seed(11)
+    obs = torch.randn(4, obs_dim, generator=g)
+    target = torch.arange(4) % n_actions
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(150):  # an MLP with raw logits gets there in about ten
+        logp = torch.log_softmax(model(obs), dim=-1).gather(1, target[:, None]).squeeze(1)
+        if bool((logp.detach() > math.log(0.95)).all()):
+            return
+        optimizer.zero_grad()
+        (-logp.mean()).backward()
+        optimizer.step()
+    probs = torch.softmax(model(obs), dim=-1).gather(1, target[:, None]).squeeze(1).detach()
+    logits = model(obs).detach()
+    raise Diagnosis(f"the policy cannot become sure of an action: after 150 Adam steps towards one action per "
+                    f"observation the best it gives that action is {fmt(probs)} (a trained policy needs > 0.95). "
+                    f"Its logits stay within [{float(logits.min()):.2f}, {float(logits.max()):.2f}]: is the "
+                    "output layer squashed (tanh, sigmoid, clamp) or already a softmax? Return raw, unbounded logits")
+
+
 def check_policy_network(PolicyNetwork, quiet: bool = False):
     """Check an actor network class ``PolicyNetwork(obs_dim, n_actions, hidden_size=64)``.
 
@@ -192,8 +217,9 @@ def check_policy_network(PolicyNetwork, quiet: bool = False):
     shapes and dtype, raw logits rather than probabilities, rows independent of each other,
     output depending (non-linearly) on the input, ``hidden_size`` used, gradients reaching every
     parameter (these three on the network as built or, failing that, on a copy with perturbed
-    parameters, so that the initial values do not matter: a zero-initialised head is fine), and no
-    two ``nn.Linear`` layers in a row in an ``nn.Sequential``.
+    parameters, so that the initial values do not matter: a zero-initialised head is fine), no
+    two ``nn.Linear`` layers in a row in an ``nn.Sequential``, and the ability to become sure of an
+    action when trained towards it (unbounded logits).
 
     Returns:
         The :class:`~ppo_course.checks.CheckResult` (printed unless ``quiet``).
@@ -207,8 +233,10 @@ def check_policy_network(PolicyNetwork, quiet: bool = False):
                 _check_logits(net, batch, obs_dim, n_actions)
             _check_function(net, obs_dim, n_actions)
             _check_layer_sequence(net)
+        _check_can_commit(net, obs_dim, n_actions)  # on the last size built: one is enough
         return ("(batch, obs_dim) -> (batch, n_actions) float32 logits for sizes (8, 4), (3, 2), (5, 7) and batch 1; "
-                "raw logits, rows independent, non-linear, gradients reach every parameter")
+                "raw logits, rows independent, non-linear, gradients reach every parameter; trained towards one "
+                "action per observation it becomes > 95 % sure")
 
     return run_check("PolicyNetwork", body, hint="an MLP: Linear, Tanh, Linear, Tanh, Linear -> logits", quiet=quiet)
 
