@@ -2,6 +2,7 @@
 check with its specific diagnosis (selected by ``pytest -k bug``)."""
 
 import numpy as np
+import pytest
 import torch
 
 from ppo_course.checks import check_masked_lstm_unroll, check_reunroll_logprobs, check_sequence_minibatches
@@ -104,6 +105,20 @@ def test_bug_minibatches_flat_minibatch_unrolling():
                 for i in range(0, num_steps * num_envs, size)]
 
     assert_caught(check_sequence_minibatches(sequence_minibatches, quiet=True), "flat-minibatch unrolling")
+
+
+@pytest.mark.parametrize("layout", ["time-major", "env-major"])
+def test_bug_minibatches_wrong_stride_is_not_called_flat_unrolling(layout):
+    """Whole env sequences, but rows num_steps apart instead of num_envs: a stride slip, named as one."""
+    def sequence_minibatches(num_steps, num_envs, num_minibatches, rng):
+        out, t = [], torch.arange(num_steps)
+        for g in np.split(rng.permutation(num_envs), num_minibatches):
+            g = torch.as_tensor(g)
+            flat = t[:, None] * num_steps + g[None, :] if layout == "time-major" else g[:, None] * num_steps + t
+            out.append((flat.reshape(-1), g))
+        return out
+
+    assert_caught(check_sequence_minibatches(sequence_minibatches, quiet=True), "the flat indices step by")
 
 
 def test_bug_minibatches_not_shuffled():

@@ -283,6 +283,7 @@ def _check_partition(pairs, T: int, N: int, M: int) -> None:
     whole = (all(first_cols.count(n) == T for n in set(first_cols))
              and len(set(first_cols)) * T == len(first_cols))
     if not whole or set(first_cols) != set(first_envs.tolist()):
+        _check_stride(first_flat, first_envs, T, N)
         steps = sorted({(int(i) // N, int(i) % N) for i in first_flat.tolist()})[:4]
         raise Diagnosis(f"flat-minibatch unrolling: minibatch 0 (T = {T}, N = {N}) holds scattered (step, "
                         f"env) samples such as {steps} instead of whole env sequences; an LSTM can only "
@@ -301,6 +302,21 @@ def _check_partition(pairs, T: int, N: int, M: int) -> None:
     if len(flat_all) != T * N or cols != list(range(N)):
         raise Diagnosis(f"the minibatches' flat indices should cover each of the T * N = {T * N} samples "
                         "exactly once")
+
+
+def _check_stride(flat: torch.Tensor, env: torch.Tensor, T: int, N: int) -> None:
+    """Whole sequences laid out with the wrong step between rows: flat = t * stride + env_indices[j] (time-major)
+    or env_indices[j] * stride + t (env-major) for a stride other than N."""
+    t = torch.arange(T)
+    for stride in dict.fromkeys([T, N - 1, N + 1, len(env), 1]):
+        if stride == N or stride < 1:
+            continue
+        for layout, candidate in (("time-major", (t[:, None] * stride + env[None, :]).reshape(-1)),
+                                  ("env-major", (env[:, None] * stride + t[None, :]).reshape(-1))):
+            if candidate.shape == flat.shape and torch.equal(flat, candidate):
+                raise Diagnosis(f"the flat indices step by {stride} from one time step to the next ({layout}, "
+                                f"T = {T}, N = {N}): the rollout is flattened as (T, N), so sample (t, env) sits "
+                                f"at t * N + env; use (torch.arange(T)[:, None] * N + env_indices).reshape(-1)")
 
 
 def _check_layout(pairs, T: int, N: int, M: int) -> None:
