@@ -42,6 +42,20 @@ def test_bug_unroll_masks_after_the_step():
     assert_caught(check_masked_lstm_unroll(masked_lstm_unroll, quiet=True), "off by one")
 
 
+def test_bug_unroll_detaches_the_memory_between_steps():
+    """Right values, but the gradient stops at each step: no backpropagation through time."""
+    def masked_lstm_unroll(lstm, features, lstm_state, starts):
+        h, c = lstm_state
+        outputs = []
+        for t in range(features.shape[0]):
+            keep = (1.0 - starts[t]).view(1, -1, 1)
+            out, (h, c) = lstm(features[t:t + 1], (h.detach() * keep, c.detach() * keep))
+            outputs.append(out)
+        return torch.cat(outputs), (h, c)
+
+    assert_caught(check_masked_lstm_unroll(masked_lstm_unroll, quiet=True), "no gradient flows back through time")
+
+
 def test_bug_unroll_masks_the_whole_batch():
     def masked_lstm_unroll(lstm, features, lstm_state, starts):
         h, c = lstm_state

@@ -192,6 +192,30 @@ def _diagnose_final_state(h, ref_h, c) -> None:
                     f"(case '{c['name']}'); return the (h, c) that nn.LSTM gave for step T-1")
 
 
+def _check_gradient_through_time(masked_lstm_unroll, c) -> None:
+    """The last step's outputs must carry gradient back to every earlier step's features, as the package's do
+    (the update backpropagates through the whole sequence): a ``.detach()`` of ``(h, c)`` between steps keeps
+    every output's value and cuts that path."""
+    def grad_of_last(fn):
+        feats = c["features"].clone().requires_grad_(True)
+        out, _ = fn(c["lstm"], feats, (c["state"][0].clone(), c["state"][1].clone()), c["starts"].clone())
+        (g,) = torch.autograd.grad(out[-1].sum(), feats, allow_unused=True)
+        return torch.zeros_like(feats) if g is None else g
+
+    got, ref = grad_of_last(masked_lstm_unroll), grad_of_last(_reference_unroll)
+    if torch.allclose(got, ref, atol=1e-5):
+        return
+    T = ref.shape[0]
+    if T > 1 and float(got[:-1].abs().max()) == 0.0 < float(ref[:-1].abs().max()):
+        raise Diagnosis(f"no gradient flows back through time (case '{c['name']}'): the last step's outputs do "
+                        "not depend, for autograd, on any earlier step's features. Is (h, c) detached between "
+                        "steps? The values stay right, but the PPO loss must reach the earlier steps through the "
+                        "memory: truncated backpropagation through time over the whole rollout")
+    t, n = divmod(int((got - ref).abs().amax(dim=-1).argmax()), ref.shape[1])
+    raise Diagnosis(f"the outputs are right but their gradient is not (case '{c['name']}'): d outputs[T-1] / "
+                    f"d features[{t}, env {n}] is {fmt(got[t, n, :3])}..., expected {fmt(ref[t, n, :3])}...")
+
+
 def check_masked_lstm_unroll(masked_lstm_unroll, quiet: bool = False):
     """Check ``masked_lstm_unroll(lstm, features, lstm_state, starts) -> (outputs, (h, c))``.
 
@@ -202,8 +226,9 @@ def check_masked_lstm_unroll(masked_lstm_unroll, quiet: bool = False):
     every env whose ``starts[t]`` is 1 (the convention of
     :func:`ppo_course.networks.masked_lstm_unroll`), then advance the LSTM one step.
     Returns the ``(T, N, H)`` outputs and the final ``(h, c)`` (each ``(num_layers, N, H)``), with
-    gradients (the loss backpropagates through them); inputs left unchanged. Compared with the
-    package's ``masked_lstm_unroll`` on 5 cases (one and two layers, T = 1, one env, no starts).
+    gradients (the loss backpropagates through them, back through time); inputs left unchanged. Compared
+    with the package's ``masked_lstm_unroll`` on 5 cases (one and two layers, T = 1, one env, no starts),
+    values and the gradient of the last step's outputs with respect to every step's features.
 
     Returns:
         The :class:`~ppo_course.checks.CheckResult` (printed unless ``quiet``).
@@ -220,8 +245,10 @@ def check_masked_lstm_unroll(masked_lstm_unroll, quiet: bool = False):
                 _diagnose_unroll(outputs, ref_out, c)
             if not (torch.allclose(h, ref_h, atol=_ATOL) and torch.allclose(c_, ref_c, atol=_ATOL)):
                 _diagnose_final_state(h, ref_h, c)
+            _check_gradient_through_time(masked_lstm_unroll, c)
         return ("equals the package's masked_lstm_unroll on 5 cases (1 and 2 layers, T = 1, one env, no starts): "
-                "(T, N, H) outputs and final (h, c), state zeroed per env before the step where starts = 1")
+                "(T, N, H) outputs and final (h, c), state zeroed per env before the step where starts = 1, "
+                "gradients through time as the package's")
 
     return run_check("masked_lstm_unroll", body,
                      hint="for each t: mask h and c with (1 - starts[t]).view(1, -1, 1), then lstm(features[t:t+1], (h, c))",
