@@ -321,6 +321,17 @@ def test_bug_layer_init_crashes_without_bias():
 
 
 # -- ex02 task 2: ActorCritic -------------------------------------------------------------------
+def test_bug_actor_critic_squashes_its_logits():
+    class Net(ActorCritic):
+        def get_action_and_value(self, x, action=None):
+            dist = Categorical(logits=torch.tanh(self.actor(x)))  # bounded logits: never sure of anything
+            if action is None:
+                action = dist.sample()
+            return action, dist.log_prob(action), dist.entropy(), self.get_value(x)
+
+    assert_caught(check_actor_critic(Net, quiet=True), "the policy cannot become sure of an action")
+
+
 def test_bug_actor_critic_value_not_squeezed():
     class Agent(ActorCritic):
         def get_value(self, x):

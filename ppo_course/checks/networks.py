@@ -183,29 +183,32 @@ def _check_layer_sequence(net: nn.Module) -> None:
                                 "(Linear, Tanh, Linear, Tanh, Linear)")
 
 
-def _check_can_commit(net: nn.Module, obs_dim: int, n_actions: int) -> None:
+def _logits_logprob(model, obs, target):
+    return torch.log_softmax(model(obs), dim=-1).gather(1, target[:, None]).squeeze(1)
+
+
+def _check_can_commit(net: nn.Module, obs_dim: int, n_actions: int, logprob=_logits_logprob) -> None:
     """A policy must be able to become near-deterministic: up to 150 Adam steps raising log pi(target | s)
-    for four fixed observations must reach pi(target | s) > 0.95 for each (a trained lander is this sure).
-    Logits squashed into a bounded range (a tanh or a clamp on the output layer) or a softmax applied
-    before the distribution's own cap the probability below that."""
+    (``logprob(model, obs, target)``) for four fixed observations must reach pi(target | s) > 0.95 for
+    each (a trained lander is this sure). Logits squashed into a bounded range (a tanh or a clamp on the
+    output layer) or a softmax applied before the distribution's own cap the probability below that."""
     model = copy.deepcopy(net)
     g = torch.Generator().manual_seed(11)
     obs = torch.randn(4, obs_dim, generator=g)
     target = torch.arange(4) % n_actions
     optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
     for _ in range(150):  # an MLP with raw logits gets there in about ten
-        logp = torch.log_softmax(model(obs), dim=-1).gather(1, target[:, None]).squeeze(1)
+        logp = logprob(model, obs, target)
         if bool((logp.detach() > math.log(0.95)).all()):
             return
         optimizer.zero_grad()
         (-logp.mean()).backward()
         optimizer.step()
-    probs = torch.softmax(model(obs), dim=-1).gather(1, target[:, None]).squeeze(1).detach()
-    logits = model(obs).detach()
+    probs = logprob(model, obs, target).detach().exp()
     raise Diagnosis(f"the policy cannot become sure of an action: after 150 Adam steps towards one action per "
                     f"observation the best it gives that action is {fmt(probs)} (a trained policy needs > 0.95). "
-                    f"Its logits stay within [{float(logits.min()):.2f}, {float(logits.max()):.2f}]: is the "
-                    "output layer squashed (tanh, sigmoid, clamp) or already a softmax? Return raw, unbounded logits")
+                    "Is the output layer squashed (tanh, sigmoid, clamp) or already a softmax? The policy head "
+                    "must return raw, unbounded logits")
 
 
 def check_policy_network(PolicyNetwork, quiet: bool = False):
@@ -765,7 +768,8 @@ def check_actor_critic(ActorCritic, quiet: bool = False):
     gain 1.0, hidden layers with sqrt(2). Verified: shapes (batch 1 too), given actions are scored
     not resampled, log-probs normalised and consistent between the two phases, entropy consistent
     with them, initial gains, gradients reaching both heads (from the log-probs, the entropy and both
-    values) and the trunks kept separate, no two ``nn.Linear`` layers in a row in an ``nn.Sequential``.
+    values) and the trunks kept separate, no two ``nn.Linear`` layers in a row in an ``nn.Sequential``,
+    and a policy that, trained towards one action per observation, becomes more than 95 % sure of it.
 
     Returns:
         The :class:`~ppo_course.checks.CheckResult` (printed unless ``quiet``).
@@ -783,9 +787,11 @@ def check_actor_critic(ActorCritic, quiet: bool = False):
             pname, vname = _actor_critic_init(agent, table, n_actions, hidden)
             _actor_critic_gradients(agent, obs, action, pname, vname)
             _check_layer_sequence(agent)
+        _check_can_commit(agent, obs_dim, n_actions,
+                          lambda model, x, target: model.get_action_and_value(x, target)[1])
         return ("value (batch,) incl. batch 1; given actions scored not resampled; log-probs normalised and "
                 "consistent; entropy; near-uniform initial policy (gain 0.01), value head gain 1, hidden sqrt(2); "
-                "gradients reach both heads through separate trunks")
+                "gradients reach both heads through separate trunks; the policy can become > 95 % sure")
 
     return run_check("ActorCritic", body, hint="two MLPs (actor -> logits, critic -> value) and a "
                      "Categorical(logits=...)", quiet=quiet)
