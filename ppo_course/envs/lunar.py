@@ -60,6 +60,8 @@ def make_env(env_id: str, render_mode: str | None = None, **kwargs) -> gym.Env:
         env = gym.make(env_id, render_mode=render_mode, **kwargs)
     except gym.error.DependencyNotInstalled as exc:
         raise EnvironmentIdError(f"{env_id} needs an extra package: {exc}") from None
+    if _keeps_one_world(env_id):
+        env = FreshWorldEachEpisode(env)
     if isinstance(env.action_space, gym.spaces.Box):
         env = gym.wrappers.ClipAction(env)  # see the module docstring
     return env
@@ -97,7 +99,8 @@ def make_vector_env(env_id: str, num_envs: int, asynchronous: bool = False, norm
     check_env_id(env_id)
     envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="async" if asynchronous else "sync",
                         vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
-                        wrappers=[EpisodeRecorder])  # what a checkpoint needs to rebuild each env (exact resume)
+                        # FreshWorldEachEpisode where needed, then what a checkpoint needs to rebuild each env
+                        wrappers=[*([FreshWorldEachEpisode] if _keeps_one_world(env_id) else []), EpisodeRecorder])
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
     if isinstance(envs.single_action_space, gym.spaces.Box):
         envs = gym.wrappers.vector.ClipAction(envs)
@@ -110,6 +113,31 @@ def make_vector_env(env_id: str, num_envs: int, asynchronous: bool = False, norm
     if norm_reward:
         envs = gym.wrappers.vector.NormalizeReward(envs, gamma=gamma)
     return envs
+
+
+def _keeps_one_world(env_id: str) -> bool:
+    """Gymnasium's BipedalWalker builds its Box2D world once and reuses it for every episode."""
+    return env_id.split("/")[-1].startswith("BipedalWalker")
+
+
+class FreshWorldEachEpisode(gym.Wrapper):
+    """A new Box2D world at every reset, for environments that otherwise keep one for all their episodes.
+
+    Gymnasium's BipedalWalker creates its ``b2World`` once: an episode then also depends on every episode
+    before it in that world (Box2D's internal ordering of bodies and contacts), so the same seed and actions
+    replayed in a fresh environment drift apart after a few steps, and a resumed run could not continue
+    exactly (:mod:`ppo_course.envs.replay`). LunarLander already makes a new world in ``reset``; this does the
+    same for the others, so that each episode is a function of its seed and actions alone. The physics of
+    an episode are unchanged.
+    """
+
+    def reset(self, **kwargs):
+        import Box2D
+
+        unwrapped = self.unwrapped
+        unwrapped._destroy()  # the old world's bodies, while that world still exists
+        unwrapped.world = Box2D.b2World()
+        return self.env.reset(**kwargs)
 
 
 def wrapper_attr(envs: gym.vector.VectorEnv, name: str, default: Any = None) -> Any:

@@ -9,6 +9,11 @@ state just before the reset -- plus *the actions taken since*. :class:`EpisodeRe
 wrapper of every training sub-environment, keeps exactly that, and :meth:`EpisodeRecorder.replay` rebuilds
 the state in a fresh environment: restore the generator, reset, step through the actions.
 
+That needs each episode to depend on nothing else. Gymnasium's BipedalWalker keeps one Box2D world for
+all its episodes, which makes an episode depend on the ones before it; the factories give it a new world
+per episode (:class:`~ppo_course.envs.lunar.FreshWorldEachEpisode`). If a replay still does not reproduce
+the recorded observation, :meth:`EpisodeRecorder.replay` says so, and the trainer warns.
+
 What lives in the vector env's wrappers (episode-statistics accumulators, the reward normaliser's
 discounted return per environment and its running statistics, the observation normaliser's statistics)
 is not replayed but copied: :func:`vector_env_state` and :func:`load_vector_env_state`.
