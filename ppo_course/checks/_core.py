@@ -19,6 +19,7 @@ In strict mode (``PPO_COURSE_STRICT_CHECKS=1``, set by ``make test``) a failed c
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import traceback
@@ -127,6 +128,20 @@ def run_check(task: str, body: Callable[[], str], hint: str = "", quiet: bool = 
 # --------------------------------------------------------------------------------------------
 # small helpers the check modules share
 # --------------------------------------------------------------------------------------------
+def require_signature(fn, signature: str, *args, **kwargs) -> None:
+    """Raise a :class:`Diagnosis` unless ``fn`` accepts ``fn(*args, **kwargs)``, keyword names included (the checks
+    pass optional arguments by name); ``signature`` is the contract's, quoted in the message. A callable whose
+    signature Python cannot read passes."""
+    try:
+        bound = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        bound.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise Diagnosis(f"keep the signature {signature} ({exc})") from None
+
+
 def fmt(t, digits: int = 3, significant: bool = False) -> str:
     """``[0.5, -1.25, 3]``: the values of a tensor (or number) in one short line for a message.
 

@@ -16,7 +16,6 @@ tolerance, otherwise the message says where the first difference is.
 
 from __future__ import annotations
 
-import inspect
 import math
 import warnings
 
@@ -27,7 +26,7 @@ from torch.distributions import Normal
 
 from ppo_course.networks import OBS_CLIP, OBS_EPSILON, ObsNormalizer
 
-from ._core import Diagnosis, close, expect_tensor, fmt, raise_if_modified, run_check
+from ._core import Diagnosis, close, expect_tensor, fmt, raise_if_modified, require_signature, run_check
 
 __all__ = ["check_gaussian_sample_and_score", "check_clip_and_score", "check_running_obs_normalizer"]
 
@@ -119,17 +118,6 @@ _SCORE_CASES = [
      torch.tensor([[0.27], [3.0], [-2.5], [-8.0]])),
     (torch.tensor([[0.3, -0.2]]), torch.tensor([[-0.7, 0.1]]), torch.tensor([[1.3, -0.9]])),
 ]
-
-
-def _check_signature(fn) -> None:
-    try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return
-    try:
-        signature.bind(_SCORE_CASES[0][0], _SCORE_CASES[0][1], action=None, deterministic=False)
-    except TypeError as exc:
-        raise Diagnosis(f"keep the signature {_SIGNATURE} ({exc})") from None
 
 
 def _entropy_variants(mean, logstd, logprob) -> dict[str, torch.Tensor]:
@@ -279,7 +267,8 @@ def check_gaussian_sample_and_score(gaussian_sample_and_score, quiet: bool = Fal
         return [expect_tensor(x, n) for x, n in zip(out, ("action", "logprob", "entropy"))]
 
     def body():
-        _check_signature(gaussian_sample_and_score)
+        require_signature(gaussian_sample_and_score, _SIGNATURE, _SCORE_CASES[0][0], _SCORE_CASES[0][1], action=None,
+                          deterministic=False)
         for mean, logstd, given in _SCORE_CASES:
             _gaussian_scores(call, mean, logstd, given)
             _gaussian_sampling(call, mean, logstd)

@@ -8,7 +8,6 @@ raises :class:`~ppo_course.checks._core.Diagnosis` with the most specific explan
 from __future__ import annotations
 
 import copy
-import inspect
 import math
 
 import torch
@@ -18,7 +17,7 @@ from torch.distributions import Categorical
 from ppo_course.networks import HIDDEN_GAIN, POLICY_GAIN, VALUE_GAIN, layer_init as _reference_layer_init
 from ppo_course.networks import sample_and_score as _reference_sample_and_score
 
-from ._core import Diagnosis, close, expect_tensor, fmt, run_check
+from ._core import Diagnosis, close, expect_tensor, fmt, require_signature, run_check
 
 __all__ = ["check_policy_network", "check_sampling", "check_layer_init", "check_actor_critic"]
 
@@ -413,18 +412,6 @@ def _sampling_deterministic(call, logits) -> None:
 _SIGNATURE = "sample_and_score(logits, action=None, deterministic=False)"
 
 
-def _check_signature(fn) -> None:
-    """The package's signature, names included (the checks pass action= and deterministic= by name)."""
-    try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return
-    try:
-        signature.bind(_LOGITS, action=None, deterministic=False)
-    except TypeError as exc:
-        raise Diagnosis(f"keep the signature {_SIGNATURE} ({exc})") from None
-
-
 def check_sampling(sample_and_score, quiet: bool = False):
     """Check ``sample_and_score(logits, action=None, deterministic=False) -> (action, logprob, entropy)``.
 
@@ -449,7 +436,7 @@ def check_sampling(sample_and_score, quiet: bool = False):
         return [expect_tensor(x, n) for x, n in zip(out, ("action", "logprob", "entropy"))]
 
     def body():
-        _check_signature(sample_and_score)
+        require_signature(sample_and_score, _SIGNATURE, _LOGITS, action=None, deterministic=False)
         logits = _LOGITS.clone()
         action, logprob, entropy = _sampling_shapes(call, logits)
         _sampling_logprob(logits, action, logprob)
