@@ -35,20 +35,13 @@ TRAIN = textwrap.dedent("""
     result = train(config, run_dir, resume=resume, progress=False, tensorboard=False,
                    callback=updates.append, should_stop=lambda: 0 < stop_after <= len(updates))
     torch.save(result.agent.state_dict(), f"{{out}}/rank{{distributed.rank()}}.pt")
+    if len(sys.argv) > 5:  # also one update step on this rank's half of a fixed rollout (one_step.py in argv[5])
+        sys.path.insert(0, sys.argv[5])
+        from one_step import one_step
+        torch.save(one_step(distributed.rank(), distributed.world_size()).state_dict(),
+                   f"{{out}}/step{{distributed.rank()}}.pt")
     distributed.shutdown()
 """)
-
-ONE_STEP = textwrap.dedent("""
-    import sys, torch
-    from ppo_course import distributed
-    sys.path.insert(0, sys.argv[2])
-    from one_step import one_step
-    distributed.init(torch.device("cpu"))
-    agent = one_step(distributed.rank(), distributed.world_size())
-    torch.save(agent.state_dict(), f"{sys.argv[1]}/step{distributed.rank()}.pt")
-    distributed.shutdown()
-""")
-
 
 def _torchrun(tmp_path, script: str, *args, nproc: int = 2, timeout: int = 240):
     path = tmp_path / f"script_{abs(hash(script))}.py"
@@ -60,41 +53,6 @@ def _torchrun(tmp_path, script: str, *args, nproc: int = 2, timeout: int = 240):
 
 def _weights(path):
     return torch.load(path, weights_only=True)
-
-
-@pytest.fixture(scope="module")
-def two_rank_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("two-ranks")
-    proc = _torchrun(folder, TRAIN.format(config=CONFIG), folder / "run", folder, 0, "new")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return folder
-
-
-def test_two_ranks_end_with_identical_parameters_and_rank_0_writes_the_run(two_rank_run):
-    w0, w1 = _weights(two_rank_run / "rank0.pt"), _weights(two_rank_run / "rank1.pt")
-    assert all(torch.equal(w0[k], w1[k]) for k in w0)
-    rows = read_metrics(two_rank_run / "run")
-    batch = PPOConfig.from_presets(["debug"], **CONFIG).batch_size
-    assert rows["global_step"] == [float(2 * batch * (i + 1)) for i in range(len(rows["global_step"]))]
-    assert rows["global_step"][-1] == CONFIG["total_timesteps"] and set(rows["ranks"]) == {2.0}
-    ckpt = load_checkpoint(two_rank_run / "run" / LATEST)
-    assert len(ckpt["other_ranks"]) == 1  # rank 1's environments and RNGs, for an exact resume
-    assert all(torch.equal(ckpt["model"][k], w0[k]) for k in w0)
-
-
-def test_stopped_and_resumed_two_rank_run_equals_the_uninterrupted_one(two_rank_run, tmp_path):
-    stopped = _torchrun(tmp_path, TRAIN.format(config=CONFIG), tmp_path / "run", tmp_path, 3, "new")
-    assert stopped.returncode == 0, stopped.stderr[-3000:]
-    assert load_checkpoint(tmp_path / "run" / LATEST)["global_step"] < CONFIG["total_timesteps"]
-    resumed = _torchrun(tmp_path, TRAIN.format(config=CONFIG), tmp_path / "run", tmp_path, 0, "resume")
-    assert resumed.returncode == 0 and "warning" not in resumed.stderr.lower(), resumed.stderr[-3000:]
-    a, b = read_metrics(tmp_path / "run"), read_metrics(two_rank_run / "run")
-    for key in a:
-        if key not in ("time_s", "charts/sps", "charts/eval_time_s"):
-            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-    for rank in (0, 1):
-        w, ref = _weights(tmp_path / f"rank{rank}.pt"), _weights(two_rank_run / f"rank{rank}.pt")
-        assert all(torch.equal(w[k], ref[k]) for k in w)
 
 
 ONE_STEP_MODULE = textwrap.dedent("""
@@ -128,10 +86,44 @@ ONE_STEP_MODULE = textwrap.dedent("""
 """)
 
 
-def test_two_ranks_on_two_halves_take_the_step_one_process_takes_on_the_whole(tmp_path):
-    (tmp_path / "one_step.py").write_text(ONE_STEP_MODULE)
-    proc = _torchrun(tmp_path, ONE_STEP, tmp_path, tmp_path)
+@pytest.fixture(scope="module")
+def two_rank_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("two-ranks")
+    (folder / "one_step.py").write_text(ONE_STEP_MODULE)
+    proc = _torchrun(folder, TRAIN.format(config=CONFIG), folder / "run", folder, 0, "new", folder)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return folder
+
+
+def test_two_ranks_end_with_identical_parameters_and_rank_0_writes_the_run(two_rank_run):
+    w0, w1 = _weights(two_rank_run / "rank0.pt"), _weights(two_rank_run / "rank1.pt")
+    assert all(torch.equal(w0[k], w1[k]) for k in w0)
+    rows = read_metrics(two_rank_run / "run")
+    batch = PPOConfig.from_presets(["debug"], **CONFIG).batch_size
+    assert rows["global_step"] == [float(2 * batch * (i + 1)) for i in range(len(rows["global_step"]))]
+    assert rows["global_step"][-1] == CONFIG["total_timesteps"] and set(rows["ranks"]) == {2.0}
+    ckpt = load_checkpoint(two_rank_run / "run" / LATEST)
+    assert len(ckpt["other_ranks"]) == 1  # rank 1's environments and RNGs, for an exact resume
+    assert all(torch.equal(ckpt["model"][k], w0[k]) for k in w0)
+
+
+def test_stopped_and_resumed_two_rank_run_equals_the_uninterrupted_one(two_rank_run, tmp_path):
+    stopped = _torchrun(tmp_path, TRAIN.format(config=CONFIG), tmp_path / "run", tmp_path, 3, "new")
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    assert load_checkpoint(tmp_path / "run" / LATEST)["global_step"] < CONFIG["total_timesteps"]
+    resumed = _torchrun(tmp_path, TRAIN.format(config=CONFIG), tmp_path / "run", tmp_path, 0, "resume")
+    assert resumed.returncode == 0 and "warning" not in resumed.stderr.lower(), resumed.stderr[-3000:]
+    a, b = read_metrics(tmp_path / "run"), read_metrics(two_rank_run / "run")
+    for key in a:
+        if key not in ("time_s", "charts/sps", "charts/eval_time_s"):
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    for rank in (0, 1):
+        w, ref = _weights(tmp_path / f"rank{rank}.pt"), _weights(two_rank_run / f"rank{rank}.pt")
+        assert all(torch.equal(w[k], ref[k]) for k in w)
+
+
+def test_two_ranks_on_two_halves_take_the_step_one_process_takes_on_the_whole(two_rank_run):
+    tmp_path = two_rank_run  # its script also took one step on each rank's half (step0.pt, step1.pt)
     sys.path.insert(0, str(tmp_path))
     try:
         from one_step import one_step

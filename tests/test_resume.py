@@ -79,7 +79,7 @@ def lunar_reference(tmp_path_factory):
     return config, run_dir
 
 
-@pytest.mark.parametrize("phase, at", [("rollout", 2), ("update", 3), ("evaluation", 1), ("rollout", 9)])
+@pytest.mark.parametrize("phase, at", [("rollout", 2), ("update", 3), ("evaluation", 2)])
 def test_lunar_run_stopped_and_resumed_equals_the_uninterrupted_run(lunar_reference, tmp_path, monkeypatch,
                                                                     phase, at):
     config, reference = lunar_reference
@@ -100,9 +100,9 @@ def test_continuous_run_with_observation_normalisation_resumes_exactly(tmp_path,
 
 def test_doom_run_with_lstm_and_env_groups_resumes_exactly(tmp_path, monkeypatch, capsys):
     base = PPOConfig.from_presets(["debug"], env_id="doom:basic")
-    config = base.replace(num_envs=4, num_steps=16, total_timesteps=192, eval_interval=0, eval_episodes=1,
+    config = base.replace(num_envs=2, num_steps=16, total_timesteps=96, eval_interval=0, eval_episodes=1,
                           env_kwargs={**base.env_kwargs, "frame_stack": 2})
-    assert config.use_lstm and config.env_groups == 2  # the pipelined collector, two groups of two games
+    assert config.use_lstm and config.env_groups == 2  # the pipelined collector, two groups of one game
     train(config, tmp_path / "reference", progress=False, tensorboard=False)
     _interrupted_and_resumed(config, tmp_path / "resumed", monkeypatch, "rollout", 1)
     _same_metrics(tmp_path / "resumed", tmp_path / "reference")
@@ -164,8 +164,9 @@ def test_ctrl_c_then_resume_on_the_command_line_equals_the_uninterrupted_run(tmp
 
     args = ["train", "--env", "LunarLander-v3", "--preset", "debug", "--seed", "3", "--total-timesteps", "3072",
             "--eval-interval", "1024", "--eval-episodes", "1", "--no-progress"]
-    reference = run(*args, "--logdir", tmp_path / "reference")
-    assert reference.returncode == 0, reference.stderr
+    config = PPOConfig.from_presets(["debug"], env_id="LunarLander-v3", seed=3, total_timesteps=3072,
+                                    eval_interval=1024, eval_episodes=1)  # the same run, in this process
+    train(config, tmp_path / "reference", progress=False)
     proc = subprocess.Popen([*CLI, *args, "--logdir", str(tmp_path / "resumed")], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     _wait_for_rows(tmp_path / "resumed", proc, 2)
