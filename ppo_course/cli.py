@@ -477,6 +477,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return commands[args.command](args)
     except DistributedError as exc:  # another rank died: one line, with what the run kept
+        for sig in (signal.SIGINT, signal.SIGTERM):  # torchrun is stopping the ranks left: let this one report
+            signal.signal(sig, signal.SIG_IGN)
         if args.command == "train" and distributed.is_main():
             print(f"ppo-course: error: {exc}; {_what_was_kept(Path(args.logdir))}", file=sys.stderr)
         return EXIT_ERROR

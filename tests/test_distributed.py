@@ -158,12 +158,18 @@ KILLED = textwrap.dedent("""
 
 
 def test_a_killed_rank_ends_the_run_with_one_line_from_rank_0(tmp_path):
+    """Rank 1 is killed during update 3. Rank 0's next collective fails and it says so in one line, naming
+    the checkpoint kept. torchrun also stops the surviving ranks when it sees one die, so on a loaded machine
+    it can kill rank 0 before rank 0 has said anything: then no line is printed, and the run must still
+    end, with the last checkpoint whole."""
     proc = _torchrun(tmp_path, KILLED, tmp_path / "run", timeout=180)
     assert proc.returncode != 0
     ours = [line for line in proc.stderr.splitlines() if line.startswith("ppo-course:")]
-    assert len(ours) == 1 and ours[0].startswith("ppo-course: error: rank 0 lost contact with the other ranks"), \
-        proc.stderr[-3000:]
-    assert "checkpoint at step 512" in ours[0]  # the evaluation at 512 steps (2 ranks x 2 updates x 128) was kept
+    assert len(ours) <= 1, proc.stderr[-3000:]
+    if ours:
+        assert ours[0].startswith("ppo-course: error: rank 0 lost contact with the other ranks"), proc.stderr[-3000:]
+        assert "checkpoint at step 512" in ours[0]  # the evaluation at 512 steps (2 ranks x 2 updates x 128)
+    assert load_checkpoint(tmp_path / "run" / LATEST)["global_step"] == 512
 
 
 def test_ctrl_c_on_the_nproc_launcher_stops_every_rank_after_one_update_and_says_what_was_kept(tmp_path):
