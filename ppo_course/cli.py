@@ -161,7 +161,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .trainer import resolve_device, train
 
     if args.nproc > 1 and not distributed.launched():
-        return _launch_torchrun(args.nproc)
+        return _launch_torchrun(args.nproc, args.argv)
     logdir = Path(args.logdir)
     if getattr(args, "device", None) not in (None, "auto"):
         _check_device(args.device)
@@ -223,7 +223,7 @@ def _or_error(fn, *args):
         return str(exc)
 
 
-def _launch_torchrun(nproc: int) -> int:
+def _launch_torchrun(nproc: int, argv: list[str]) -> int:
     """``ppo-course train --nproc N ...``: the same command under ``torchrun --standalone --nproc-per-node N``.
 
     torchrun runs in a session of its own, so that a Ctrl-C (or SIGTERM) reaches this launcher only, which
@@ -232,9 +232,8 @@ def _launch_torchrun(nproc: int) -> int:
     everything at once. Returns torchrun's exit status, or 130 after an interruption."""
     import subprocess
 
-    argv = _without_nproc(sys.argv[1:])
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               "-m", "ppo_course.cli", *argv]
+               "-m", "ppo_course.cli", *_without_nproc(argv)]
     proc = subprocess.Popen(command, start_new_session=True)
     signals = []
 
@@ -467,7 +466,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .trainer import TrainingDiverged
 
     parser = build_parser()
-    args = parser.parse_args(_join_negative_values(sys.argv[1:] if argv is None else argv))
+    raw = _join_negative_values(sys.argv[1:] if argv is None else list(argv))
+    args = parser.parse_args(raw)
+    args.argv = raw  # as given, for --nproc's relaunch under torchrun
     # `kill`, `timeout` and batch schedulers stop a run with SIGTERM: treat it like Ctrl-C, so that the
     # run keeps a consistent checkpoint and closes its environments (ViZDoom's game processes too).
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
