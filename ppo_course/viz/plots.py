@@ -50,7 +50,9 @@ def plot_training_curves(metrics: str | os.PathLike | Mapping[str, Sequence[floa
     for ax, (column, title, healthy) in zip(axes, panels):
         values = np.asarray(data.get(column, [math.nan] * len(steps)), dtype=float)
         ok = np.isfinite(values)
-        ax.plot(steps[ok], values[ok], marker="o" if column.startswith("eval/") else None, ms=3, lw=1.5)
+        # markers for evaluations, and for any curve with a single point (a line of one point draws nothing)
+        dots = column.startswith("eval/") or ok.sum() == 1
+        ax.plot(steps[ok], values[ok], marker="o" if dots else None, ms=3, lw=1.5)
         if healthy is not None:
             ax.axhspan(*healthy, color="tab:green", alpha=0.12, label="healthy range")
         if success_threshold is not None and "return" in column:
