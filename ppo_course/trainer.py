@@ -611,12 +611,19 @@ def _evaluate_and_checkpoint(run: _Run) -> dict[str, float]:
     return metrics
 
 
+def _state(run: _Run, with_collector: bool = True) -> dict:
+    """What this rank needs to continue exactly: its RNG states and, taken between rollouts, its collector's state."""
+    state = {"rng": rng_state(run.minibatch_rng)}
+    if with_collector:
+        state["collector"] = run.collector.state_dict()
+    return state
+
+
 def _rank_states(run: _Run) -> list[dict] | None:
-    """What each rank needs to continue exactly, taken between rollouts: its RNG states and its collector's
-    state. Gathered on rank 0 (None elsewhere); a collective, so every rank calls it."""
+    """Every rank's :func:`_state`, gathered on rank 0 (None elsewhere); a collective, so every rank calls it."""
     if run.run_dir is None and not distributed.active():
         return None  # nothing will be written
-    return distributed.gather_to_main({"rng": rng_state(run.minibatch_rng), "collector": run.collector.state_dict()})
+    return distributed.gather_to_main(_state(run))
 
 
 def _save(run: _Run, name: str, states: list[dict] | None) -> Path | None:
@@ -674,9 +681,7 @@ def _keep_finished_work(run: _Run, phase: str) -> None:
         run.update -= 1  # this update never happened
     if phase != "update" and run.run_dir is not None and run.global_step > run.start_step and distributed.is_main():
         # no collective here (another rank may be gone); mid-rollout the environments are past the update
-        with_envs = phase != "rollout" and not distributed.active()
-        _save(run, LATEST, [{"rng": rng_state(run.minibatch_rng)}
-                            | ({"collector": run.collector.state_dict()} if with_envs else {})])
+        _save(run, LATEST, [_state(run, with_collector=phase != "rollout" and not distributed.active())])
 
 
 def _progress_bar(run: _Run, progress: bool):
