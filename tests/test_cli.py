@@ -1,8 +1,12 @@
-"""The command line as a user calls it (subprocess): a real debug run, eval, play with GIFs, and every error path."""
+"""The command line as a user calls it: a real debug run, eval, play with GIFs, interrupts and locks in
+subprocesses; every error path through ``main(argv)``, the console script's entry point, in this process
+(the same one line on stderr and exit status, without the seconds a new Python and PyTorch take to start)."""
 
 import shutil
+import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -12,6 +16,27 @@ CLI = [sys.executable, "-m", "ppo_course.cli"]
 
 def run(*args, cwd=None):
     return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.fixture
+def cli(capsys):
+    """``cli(*args)``: ``main(args)`` in this process, returned as ``run`` returns a subprocess's result."""
+    from ppo_course.cli import main
+
+    def call(*args):
+        capsys.readouterr()
+        handler, showwarning = signal.getsignal(signal.SIGTERM), warnings.showwarning
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse: --help, misspelt options
+            code = exc.code
+        finally:  # main() installs the CLI's SIGTERM handler and warning printer: not for the rest of pytest
+            signal.signal(signal.SIGTERM, handler)
+            warnings.showwarning = showwarning
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+    return call
 
 
 def one_error_line(proc, *fragments):
@@ -57,43 +82,43 @@ def test_play_saves_gifs(trained_run, tmp_path):
     assert frames.ndim == 4 and frames.shape[0] > 10 and frames.shape[-1] in (3, 4)
 
 
-def test_help_lists_every_field_with_its_description():
-    proc = run("train", "--help")
+def test_help_lists_every_field_with_its_description(cli):
+    proc = cli("train", "--help")
     assert proc.returncode == 0
     for flag, words in (("--learning-rate", "Adam learning rate"), ("--num-envs", "parallel environments"),
                         ("--clip-coef", "clip range"), ("--gae-lambda", "GAE lambda")):
         assert flag in proc.stdout and words in proc.stdout
 
 
-def test_unknown_env_id(tmp_path):
-    one_error_line(run("train", "--env", "LunarLandr-v3", "--logdir", tmp_path / "x"),
+def test_unknown_env_id(tmp_path, cli):
+    one_error_line(cli("train", "--env", "LunarLandr-v3", "--logdir", tmp_path / "x"),
                    "unknown environment id 'LunarLandr-v3'")
     assert not (tmp_path / "x").exists()  # nothing written
 
 
-def test_unknown_preset_and_bad_value(tmp_path):
-    one_error_line(run("train", "--preset", "turbo", "--logdir", tmp_path), "unknown preset 'turbo'")
-    one_error_line(run("train", "--learning-rate", "-0.001", "--logdir", tmp_path), "learning_rate")
-    one_error_line(run("train", "--num-minibatches", "7", "--logdir", tmp_path), "num_minibatches")
+def test_unknown_preset_and_bad_value(tmp_path, cli):
+    one_error_line(cli("train", "--preset", "turbo", "--logdir", tmp_path), "unknown preset 'turbo'")
+    one_error_line(cli("train", "--learning-rate", "-0.001", "--logdir", tmp_path), "learning_rate")
+    one_error_line(cli("train", "--num-minibatches", "7", "--logdir", tmp_path), "num_minibatches")
 
 
-def test_missing_logdir_and_checkpoint(tmp_path):
-    one_error_line(run("eval", "--logdir", tmp_path / "nope"), "does not exist")
-    one_error_line(run("play", "--logdir", tmp_path), "no checkpoint best.pt")
-    one_error_line(run("train", "--logdir", tmp_path, "--resume"), "nothing to resume")
+def test_missing_logdir_and_checkpoint(tmp_path, cli):
+    one_error_line(cli("eval", "--logdir", tmp_path / "nope"), "does not exist")
+    one_error_line(cli("play", "--logdir", tmp_path), "no checkpoint best.pt")
+    one_error_line(cli("train", "--logdir", tmp_path, "--resume"), "nothing to resume")
 
 
-def test_corrupt_checkpoint(tmp_path):
+def test_corrupt_checkpoint(tmp_path, cli):
     (tmp_path / "best.pt").write_bytes(b"not a checkpoint")
-    one_error_line(run("eval", "--logdir", tmp_path), "cannot read checkpoint")
+    one_error_line(cli("eval", "--logdir", tmp_path), "cannot read checkpoint")
 
 
-def test_checkpoint_from_another_environment(trained_run, tmp_path):
-    one_error_line(run("eval", "--logdir", trained_run, "--env", "CartPole-v1", "--episodes", "1"),
+def test_checkpoint_from_another_environment(trained_run, tmp_path, cli):
+    one_error_line(cli("eval", "--logdir", trained_run, "--env", "CartPole-v1", "--episodes", "1"),
                    "trained on LunarLander-v3", "CartPole-v1")
     copy = tmp_path / "run"
     shutil.copytree(trained_run, copy)
-    one_error_line(run("train", "--logdir", copy, "--resume", "--env", "CartPole-v1"), "trained on LunarLander-v3")
+    one_error_line(cli("train", "--logdir", copy, "--resume", "--env", "CartPole-v1"), "trained on LunarLander-v3")
 
 
 def test_doctor_reports_each_check():
@@ -175,11 +200,11 @@ def test_stale_temporary_files_are_removed_at_the_next_start(trained_run, tmp_pa
     assert not stale.exists()
 
 
-def test_logdir_that_is_a_file_and_misspelt_options_are_one_line_errors(tmp_path):
+def test_logdir_that_is_a_file_and_misspelt_options_are_one_line_errors(tmp_path, cli):
     a_file = tmp_path / "notes.txt"
     a_file.write_text("not a run")
     one_error_line(_debug_train(a_file), "is a file")
-    misspelt = run("train", "--env", "CartPole-v1", "--learning-rat", "5e-4", "--logdir", tmp_path / "x")
+    misspelt = cli("train", "--env", "CartPole-v1", "--learning-rat", "5e-4", "--logdir", tmp_path / "x")
     assert misspelt.returncode == 2 and "unrecognized arguments: --learning-rat" in misspelt.stderr
     assert not (tmp_path / "x").exists()
 
@@ -261,39 +286,39 @@ def test_a_second_ctrl_c_stops_at_once_and_says_what_was_kept(tmp_path):
     (["train", "--env", "CartPole-v1", "--learning-rate", "1e38", "--logdir", "NEW"], "learning_rate"),
     (["play", "--logdir", "RUN", "--episodes", "1", "--save-gif", "--gif-dir", "/proc/no/gifs"], "cannot write GIFs"),
 ])
-def test_bad_input_is_one_line_and_writes_nothing(argv, fragment, trained_run, tmp_path):
+def test_bad_input_is_one_line_and_writes_nothing(argv, fragment, trained_run, tmp_path, cli):
     argv = [str(trained_run) if a == "RUN" else str(tmp_path / "new") if a == "NEW" else a for a in argv]
     before = _snapshot(trained_run)
-    proc = run(*argv)
+    proc = cli(*argv)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert fragment in proc.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "new").exists() and _snapshot(trained_run) == before
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA GPU")
-def test_device_cuda_without_a_gpu_is_one_line(tmp_path):
-    one_error_line(run("train", "--env", "CartPole-v1", "--device", "cuda", "--logdir", tmp_path / "new"),
+def test_device_cuda_without_a_gpu_is_one_line(tmp_path, cli):
+    one_error_line(cli("train", "--env", "CartPole-v1", "--device", "cuda", "--logdir", tmp_path / "new"),
                    "PyTorch sees no CUDA GPU")
     assert not (tmp_path / "new").exists()
 
 
-def test_negative_numbers_are_values_not_options(tmp_path):
-    one_error_line(run("train", "--learning-rate", "-3e-4", "--logdir", tmp_path), "learning_rate")
+def test_negative_numbers_are_values_not_options(tmp_path, cli):
+    one_error_line(cli("train", "--learning-rate", "-3e-4", "--logdir", tmp_path), "learning_rate")
 
 
-def test_a_bare_checkpoint_name_is_looked_up_in_the_run_directory(trained_run, tmp_path):
+def test_a_bare_checkpoint_name_is_looked_up_in_the_run_directory(trained_run, tmp_path, cli):
     """A best.pt in the working folder must not shadow the run's own."""
     (tmp_path / "best.pt").write_bytes(b"not the run's checkpoint")
     proc = run("eval", "--logdir", trained_run, "--episodes", "1", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert str(trained_run / "best.pt") in proc.stdout
-    one_error_line(run("eval", "--logdir", tmp_path / "best.pt", "--episodes", "1"), "is a file")
+    one_error_line(cli("eval", "--logdir", tmp_path / "best.pt", "--episodes", "1"), "is a file")
 
 
-def test_play_gif_dir_that_is_a_file_is_one_line(trained_run, tmp_path):
+def test_play_gif_dir_that_is_a_file_is_one_line(trained_run, tmp_path, cli):
     a_file = tmp_path / "gifs"
     a_file.write_text("")
-    one_error_line(run("play", "--logdir", trained_run, "--episodes", "1", "--save-gif", "--gif-dir", a_file),
+    one_error_line(cli("play", "--logdir", trained_run, "--episodes", "1", "--save-gif", "--gif-dir", a_file),
                    "cannot write GIFs")
 
 

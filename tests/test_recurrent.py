@@ -295,17 +295,6 @@ def test_recurrent_checkpoint_resume_evaluate_and_cli(tmp_path, capsys):
     assert "episode 1: return" in capsys.readouterr().out
 
 
-def test_doom_basic_runs_with_the_lstm_agent():
-    """A few steps of the real thing: doom:basic presets build the recurrent agent and train."""
-    config = PPOConfig.from_presets(["debug"], env_id="doom:basic", total_timesteps=256, eval_interval=0,
-                                    eval_episodes=1)
-    assert config.use_lstm and not config.norm_reward and config.num_envs % config.num_minibatches == 0
-    result = train(config, None, progress=False)
-    assert isinstance(result.agent, RecurrentActorCritic)
-    assert np.isfinite(result.history[-1]["train/value_loss"])
-    assert -1000 < result.last_eval.mean_return < 100  # native units (-1 per tic, -5 per shot), not scaled
-
-
 def test_env_kwargs_reach_the_environment():
     envs = make_vector_env("doom:basic", 1, frame_stack=2)
     assert envs.single_observation_space.shape == (2, 84, 84)

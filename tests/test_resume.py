@@ -21,6 +21,7 @@ from ppo_course.checkpoint import LATEST, load_checkpoint, save_checkpoint
 from ppo_course.envs import make_vector_env
 from ppo_course.envs.replay import episode_logs, load_vector_env_state, replay_episodes, vector_env_state
 from ppo_course.logging import read_metrics
+from ppo_course.networks import RecurrentActorCritic
 from ppo_course.pipelined import PipelinedCollector
 from ppo_course.rollout import RolloutCollector
 
@@ -100,10 +101,13 @@ def test_continuous_run_with_observation_normalisation_resumes_exactly(tmp_path,
 
 def test_doom_run_with_lstm_and_env_groups_resumes_exactly(tmp_path, monkeypatch, capsys):
     base = PPOConfig.from_presets(["debug"], env_id="doom:basic")
+    assert base.use_lstm and not base.norm_reward and base.num_envs % base.num_minibatches == 0
     config = base.replace(num_envs=2, num_steps=16, total_timesteps=96, eval_interval=0, eval_episodes=1,
                           env_kwargs={**base.env_kwargs, "frame_stack": 2})
-    assert config.use_lstm and config.env_groups == 2  # the pipelined collector, two groups of one game
-    train(config, tmp_path / "reference", progress=False, tensorboard=False)
+    assert config.env_groups == 2  # the pipelined collector, two groups of one game
+    reference = train(config, tmp_path / "reference", progress=False, tensorboard=False)
+    assert isinstance(reference.agent, RecurrentActorCritic) and np.isfinite(reference.history[-1]["train/value_loss"])
+    assert -1000 < reference.last_eval.mean_return < 100  # native units (-1 per tic, -5 per shot), not scaled
     _interrupted_and_resumed(config, tmp_path / "resumed", monkeypatch, "rollout", 1)
     _same_metrics(tmp_path / "resumed", tmp_path / "reference")
     _same_weights(tmp_path / "resumed", tmp_path / "reference")
