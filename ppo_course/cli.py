@@ -330,7 +330,9 @@ class _StopRequest:
         self.requested = True
         from . import distributed
 
-        if not distributed.is_main():
+        # Under torchrun a SIGTERM comes from torchrun itself, stopping the ranks (a scheduler's stop, or
+        # another rank died): what happened is said in one line at the end, not as a promise here.
+        if not distributed.is_main() or (self.patient and signum == signal.SIGTERM):
             return
         print("\nppo-course: stopping after the current update and saving it (press Ctrl-C again to stop at once)",
               file=sys.stderr, flush=True)
