@@ -460,7 +460,10 @@ def _raise_keyboard_interrupt(signum, frame):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``ppo-course`` console script; returns the exit status."""
+    """Entry point of the ``ppo-course`` console script; returns the exit status.
+
+    Called from Python (``main(["eval", ...])``), it leaves the process as it found it: the SIGTERM handler
+    and the warning printer it installs for the command are put back when it returns."""
     from . import distributed
     from .checkpoint import CheckpointError
     from .distributed import DistributedError
@@ -473,8 +476,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = raw  # as given, for --nproc's relaunch under torchrun
     # `kill`, `timeout` and batch schedulers stop a run with SIGTERM: treat it like Ctrl-C, so that the
     # run keeps a consistent checkpoint and closes its environments (ViZDoom's game processes too).
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt), warnings.showwarning
     warnings.showwarning = _show_warning
+    restore = True
     commands = {"train": _cmd_train, "eval": _cmd_eval, "play": _cmd_play, "doctor": _cmd_doctor,
                 "exercises": _cmd_exercises}
     try:
@@ -482,6 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DistributedError as exc:  # another rank died: one line, with what the run kept
         for sig in (signal.SIGINT, signal.SIGTERM):  # torchrun is stopping the ranks left: let this one report
             signal.signal(sig, signal.SIG_IGN)
+        restore = False  # and keep ignoring them until this process exits
         if args.command == "train" and distributed.is_main():
             print(f"ppo-course: error: {exc}; {_what_was_kept(Path(args.logdir))}", file=sys.stderr)
         return EXIT_ERROR
@@ -497,6 +502,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         distributed.shutdown()
+        if restore:
+            signal.signal(signal.SIGTERM, previous[0])
+            warnings.showwarning = previous[1]
 
 
 if __name__ == "__main__":

@@ -3,10 +3,8 @@ subprocesses; every error path through ``main(argv)``, the console script's entr
 (the same one line on stderr and exit status, without the seconds a new Python and PyTorch take to start)."""
 
 import shutil
-import signal
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
@@ -25,14 +23,10 @@ def cli(capsys):
 
     def call(*args):
         capsys.readouterr()
-        handler, showwarning = signal.getsignal(signal.SIGTERM), warnings.showwarning
         try:
             code = main([str(a) for a in args])
         except SystemExit as exc:  # argparse: --help, misspelt options
             code = exc.code
-        finally:  # main() installs the CLI's SIGTERM handler and warning printer: not for the rest of pytest
-            signal.signal(signal.SIGTERM, handler)
-            warnings.showwarning = showwarning
         out = capsys.readouterr()
         return subprocess.CompletedProcess(args, code, out.out, out.err)
 
@@ -330,3 +324,13 @@ def test_a_run_whose_policy_collapsed_ends_with_a_warning(tmp_path, trained_run)
     assert "ppo-course: warning: the policy collapsed." in proc.stderr and "Traceback" not in proc.stderr
     # the healthy run the other CLI tests share has nothing to flag
     assert not [f for f in diagnose(trained_run) if f.symptom in COLLAPSE_SYMPTOMS]
+
+
+def test_main_called_from_python_puts_back_the_sigterm_handler_and_warning_printer(trained_run, tmp_path, cli):
+    import signal
+    import warnings
+
+    before = signal.getsignal(signal.SIGTERM), warnings.showwarning
+    assert cli("eval", "--logdir", trained_run, "--episodes", "1").returncode == 0
+    one_error_line(cli("eval", "--logdir", tmp_path / "nope"), "does not exist")
+    assert (signal.getsignal(signal.SIGTERM), warnings.showwarning) == before
