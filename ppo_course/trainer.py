@@ -238,7 +238,7 @@ def ppo_update(agent: nn.Module, optimizer: torch.optim.Optimizer, buf: RolloutB
             if not torch.isfinite(total):
                 raise TrainingDiverged(f"non-finite loss ({total.item()}) at update {update}, "
                                        f"epoch {epoch}, minibatch {mb}")  # before any step is taken with it
-            grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), config.max_grad_norm)
+            grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), config.max_grad_norm, foreach=True)
             optimizer.step()
             epoch_kls.append(loss.approx_kl)
             per_minibatch.append(torch.stack([loss.policy_loss.detach(), loss.value_loss.detach(),
@@ -428,7 +428,9 @@ def _set_up(config: PPOConfig, run_dir: Path | None, resume: bool, tensorboard: 
             group.close()
         raise
     distributed.broadcast_parameters(agent)  # every rank starts from rank 0's initial weights
-    optimizer = torch.optim.Adam(agent.parameters(), lr=config.learning_rate, eps=1e-5)
+    # foreach=True: one call per step for all the parameters instead of a Python loop over them (PyTorch's
+    # default on GPUs, not on CPUs); the same arithmetic, bit for bit (benchmarks/RESULTS.md, 2026-11-27).
+    optimizer = torch.optim.Adam(agent.parameters(), lr=config.learning_rate, eps=1e-5, foreach=True)
     if ckpt:
         agent.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
