@@ -434,22 +434,25 @@ def weight_snapshot(agent: nn.Module):
             del module.__dict__["_weight_snapshot"]
 
 
-def lstm_step(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, w_ih_t: torch.Tensor, w_hh_t: torch.Tensor,
-              bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def lstm_step(input_gates: torch.Tensor, h: torch.Tensor, c: torch.Tensor,
+              w_hh_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One step of an LSTM layer, the equations of ``torch.nn.LSTM`` (Hochreiter and Schmidhuber, 1997)::
 
-        i, f, g, o = split(x W_ih^T + h W_hh^T + b_ih + b_hh)      (PyTorch's gate order)
+        i, f, g, o = split(x W_ih^T + b_ih + b_hh + h W_hh^T)      (PyTorch's gate order)
         c' = sigmoid(f) * c + sigmoid(i) * tanh(g);   h' = sigmoid(o) * tanh(c')
 
+    The input's part of the gates comes in already computed (``input_gates``): it does not depend on
+    the memory, so :func:`masked_lstm_unroll` computes it for every step at once.
+
     Args:
-        x: ``(N, input_size)``; h, c: ``(N, hidden)``.
-        w_ih_t, w_hh_t: ``(input_size, 4 * hidden)`` and ``(hidden, 4 * hidden)``, the transposed weights
-            (:func:`transposed`); bias: ``(4 * hidden,)`` = ``b_ih + b_hh``.
+        input_gates: ``(N, 4 * hidden)`` = ``x W_ih^T + b_ih + b_hh`` for this step.
+        h, c: ``(N, hidden)``, the state before this step.
+        w_hh_t: ``(hidden, 4 * hidden)``, the transposed recurrent weight (:func:`transposed`).
 
     Returns:
         ``(h', c')``, each ``(N, hidden)``.
     """
-    gates = torch.addmm(bias, x, w_ih_t).addmm_(h, w_hh_t)
+    gates = torch.addmm(input_gates, h, w_hh_t)
     i, f, g, o = gates.chunk(4, dim=1)
     c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
     return torch.sigmoid(o) * torch.tanh(c), c
@@ -465,6 +468,11 @@ def masked_lstm_unroll(lstm: nn.LSTM, features: torch.Tensor, lstm_state: LSTMSt
     sequence LSTM for one step of a small batch on the CPU. The rollout, the update and the exercise
     checks all come here, so they compute the same numbers.
 
+    Only ``h W_hh^T`` needs the step before; the inputs' part of the gates, ``x_t W_ih^T + b``, is
+    one matrix multiply over all T steps, done before the loop (cuDNN's LSTM does the same). In the
+    update's backward pass that is one weight gradient for ``W_ih`` instead of T summed ones.
+    A stacked LSTM is unrolled layer by layer: layer k's T outputs are layer k + 1's inputs.
+
     Args:
         lstm: a ``torch.nn.LSTM`` (any number of layers, ``batch_first=False``).
         features: ``(T, N, input_size)`` float32 inputs, time-major.
@@ -476,18 +484,23 @@ def masked_lstm_unroll(lstm: nn.LSTM, features: torch.Tensor, lstm_state: LSTMSt
         ``(outputs, (h, c))``: ``(T, N, hidden)`` top-layer outputs and the state after the last step
         (not masked for any later start).
     """
-    keep = (1.0 - starts.float()).unsqueeze(-1)  # (T, N, 1): broadcasts over (N, hidden)
-    layers = [(transposed(lstm, f"weight_ih_l{k}"), transposed(lstm, f"weight_hh_l{k}"),
-               getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}")) for k in range(lstm.num_layers)]
-    h, c = list(lstm_state[0]), list(lstm_state[1])  # per layer, each (N, hidden)
-    outputs = []
-    for t in range(features.shape[0]):
-        inp = features[t]
-        for k, weights in enumerate(layers):  # a stacked LSTM: each layer's output feeds the next
-            h[k], c[k] = lstm_step(inp, h[k] * keep[t], c[k] * keep[t], *weights)
-            inp = h[k]
-        outputs.append(inp)
-    return torch.stack(outputs), (torch.stack(h), torch.stack(c))
+    T, N = features.shape[:2]
+    keep = (1.0 - starts.float()).unsqueeze(-1).unbind(0)  # T tensors (N, 1): broadcast over (N, hidden)
+    inputs, h_last, c_last = features, [], []
+    for k in range(lstm.num_layers):
+        bias = getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}")
+        input_gates = torch.addmm(bias, inputs.reshape(T * N, -1), transposed(lstm, f"weight_ih_l{k}"))
+        w_hh_t = transposed(lstm, f"weight_hh_l{k}")
+        h, c = lstm_state[0][k], lstm_state[1][k]  # (N, hidden)
+        outputs = []
+        # unbind, not [t]: autograd then gathers the T steps' gradients into one tensor, once
+        for t, step_gates in enumerate(input_gates.reshape(T, N, -1).unbind(0)):
+            h, c = lstm_step(step_gates, h * keep[t], c * keep[t], w_hh_t)
+            outputs.append(h)
+        inputs = torch.stack(outputs)  # (T, N, hidden): this layer's outputs, the next layer's inputs
+        h_last.append(h)
+        c_last.append(c)
+    return inputs, (torch.stack(h_last), torch.stack(c_last))
 
 
 class NatureCNN(nn.Module):
