@@ -344,6 +344,38 @@ def test_masked_unroll_matches_torch_lstm_step_by_step_with_masks():
     assert torch.allclose(h, h_ref, atol=1e-5) and torch.allclose(c, c_ref, atol=1e-5)
 
 
+def test_masked_unroll_gradients_match_torch_lstm_step_by_step_with_masks():
+    """The gradients too: the inputs' part of the gates is computed for all steps at once, the reference
+    calls nn.LSTM one masked step at a time; every parameter, the features and the initial state agree."""
+    torch.manual_seed(0)
+    T, N = 7, 3
+    starts = torch.zeros(T, N)
+    starts[0, 1] = starts[3, 0] = starts[5, 2] = 1.0
+
+    def gradients(unroll):
+        torch.manual_seed(1)
+        lstm = nn.LSTM(5, 6, num_layers=2)
+        features = torch.randn(T, N, 5, requires_grad=True)
+        state = (torch.randn(2, N, 6, requires_grad=True), torch.randn(2, N, 6, requires_grad=True))
+        outputs, (h, c) = unroll(lstm, features, state)
+        weights = torch.randn(T, N, 6)  # a loss that weighs every step's output differently
+        ((outputs * weights).sum() + h.sum() + 2 * c.sum()).backward()
+        return [features.grad, state[0].grad, state[1].grad] + [p.grad for p in lstm.parameters()]
+
+    def reference(lstm, features, state):
+        h, c = state
+        outputs = []
+        for t in range(T):
+            keep = (1.0 - starts[t]).view(1, N, 1)
+            out, (h, c) = lstm(features[t:t + 1], (h * keep, c * keep))
+            outputs.append(out[0])
+        return torch.stack(outputs), (h, c)
+
+    got = gradients(lambda lstm, features, state: masked_lstm_unroll(lstm, features, state, starts))
+    for mine, ref in zip(got, gradients(reference)):
+        assert torch.allclose(mine, ref, atol=1e-5), (mine - ref).abs().max()
+
+
 @pytest.mark.parametrize("edit", ["data", "load_state_dict"])
 def test_a_rollout_acts_with_weights_edited_since_the_last_one(edit):
     """Weights changed between rollouts -- through ``.data`` (which bumps no version counter) or
