@@ -238,7 +238,7 @@ def ppo_update(agent: nn.Module, optimizer: torch.optim.Optimizer, buf: RolloutB
             if not torch.isfinite(total):
                 raise TrainingDiverged(f"non-finite loss ({total.item()}) at update {update}, "
                                        f"epoch {epoch}, minibatch {mb}")  # before any step is taken with it
-            grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), config.max_grad_norm, foreach=True)
+            grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), config.max_grad_norm)
             optimizer.step()
             epoch_kls.append(loss.approx_kl)
             per_minibatch.append(torch.stack([loss.policy_loss.detach(), loss.value_loss.detach(),
