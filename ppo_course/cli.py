@@ -476,7 +476,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = raw  # as given, for --nproc's relaunch under torchrun
     # `kill`, `timeout` and batch schedulers stop a run with SIGTERM: treat it like Ctrl-C, so that the
     # run keeps a consistent checkpoint and closes its environments (ViZDoom's game processes too).
-    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt), warnings.showwarning
+    previous_showwarning = warnings.showwarning
+    previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     warnings.showwarning = _show_warning
     restore = True
     commands = {"train": _cmd_train, "eval": _cmd_eval, "play": _cmd_play, "doctor": _cmd_doctor,
@@ -503,8 +504,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         distributed.shutdown()
         if restore:
-            signal.signal(signal.SIGTERM, previous[0])
-            warnings.showwarning = previous[1]
+            signal.signal(signal.SIGTERM, previous_sigterm)
+            warnings.showwarning = previous_showwarning
 
 
 if __name__ == "__main__":

@@ -494,8 +494,8 @@ def masked_lstm_unroll(lstm: nn.LSTM, features: torch.Tensor, lstm_state: LSTMSt
         h, c = lstm_state[0][k], lstm_state[1][k]  # (N, hidden)
         outputs = []
         # unbind, not [t]: autograd then gathers the T steps' gradients into one tensor, once
-        for t, step_gates in enumerate(input_gates.reshape(T, N, -1).unbind(0)):
-            h, c = lstm_step(step_gates, h * keep[t], c * keep[t], w_hh_t)
+        for step_gates, keep_t in zip(input_gates.reshape(T, N, -1).unbind(0), keep):
+            h, c = lstm_step(step_gates, h * keep_t, c * keep_t, w_hh_t)
             outputs.append(h)
         inputs = torch.stack(outputs)  # (T, N, hidden): this layer's outputs, the next layer's inputs
         h_last.append(h)
