@@ -11,18 +11,10 @@ from ppo_course.checks import (CheckFailed, check_masked_lstm_unroll, check_reun
 from ppo_course.checks.recurrent import make_recurrent_rollout
 from ppo_course.trainer import minibatch_indices
 
+from lstm_reference import masked_lstm_unroll  # the solution notebook's unroll, shared with test_recurrent.py
+
 
 # -- reference implementations (the solution notebook's code) -----------------------------------
-def masked_lstm_unroll(lstm, features, lstm_state, starts):
-    h, c = lstm_state
-    outputs = []
-    for t in range(features.shape[0]):
-        keep = (1.0 - starts[t]).view(1, -1, 1)
-        out, (h, c) = lstm(features[t:t + 1], (h * keep, c * keep))
-        outputs.append(out)
-    return torch.cat(outputs), (h, c)
-
-
 def sequence_minibatches(num_steps, num_envs, num_minibatches, rng):
     flat = torch.arange(num_steps * num_envs).reshape(num_steps, num_envs)
     batches = []

@@ -25,6 +25,8 @@ from ppo_course.evaluate import RecurrentPolicy, evaluate
 from ppo_course.networks import CNNActorCritic, NatureCNN, RecurrentActorCritic, build_agent, masked_lstm_unroll
 from ppo_course.trainer import RolloutCollector, load_agent, make_collector, minibatch_indices, ppo_update
 
+from lstm_reference import masked_lstm_unroll as torch_lstm_one_masked_step_at_a_time
+
 MEMORY_ID = "PPOCourseTest/MemoryCue-v0"
 
 
@@ -327,17 +329,6 @@ def test_stepwise_unroll_matches_torch_lstm():
     assert torch.allclose(h, h_ref, atol=1e-5) and torch.allclose(c, c_ref, atol=1e-5)
 
 
-def _torch_lstm_one_masked_step_at_a_time(lstm, features, state, starts):
-    """The reference for masked_lstm_unroll: nn.LSTM called on one step at a time, (h, c) zeroed where an episode starts."""
-    h, c = state
-    outputs = []
-    for t in range(features.shape[0]):
-        keep = (1.0 - starts[t]).view(1, -1, 1)
-        out, (h, c) = lstm(features[t:t + 1], (h * keep, c * keep))
-        outputs.append(out[0])
-    return torch.stack(outputs), (h, c)
-
-
 def test_masked_unroll_matches_torch_lstm_step_by_step_with_masks():
     """masked_lstm_unroll (two layers here) = nn.LSTM called one step at a time on the masked state."""
     torch.manual_seed(0)
@@ -347,7 +338,7 @@ def test_masked_unroll_matches_torch_lstm_step_by_step_with_masks():
     starts = torch.zeros(T, N)
     starts[0, 1] = starts[3, 0] = starts[4, 2] = 1.0
     outputs, (h, c) = masked_lstm_unroll(lstm, features, state, starts)
-    expected, (h_ref, c_ref) = _torch_lstm_one_masked_step_at_a_time(lstm, features, state, starts)
+    expected, (h_ref, c_ref) = torch_lstm_one_masked_step_at_a_time(lstm, features, state, starts)
     for t in range(T):
         assert torch.allclose(outputs[t], expected[t], atol=1e-5), t
     assert torch.allclose(h, h_ref, atol=1e-5) and torch.allclose(c, c_ref, atol=1e-5)
@@ -372,7 +363,7 @@ def test_masked_unroll_gradients_match_torch_lstm_step_by_step_with_masks():
         return [features.grad, state[0].grad, state[1].grad] + [p.grad for p in lstm.parameters()]
 
     got = gradients(lambda lstm, features, state: masked_lstm_unroll(lstm, features, state, starts))
-    expected = gradients(lambda lstm, features, state: _torch_lstm_one_masked_step_at_a_time(lstm, features, state, starts))
+    expected = gradients(lambda lstm, features, state: torch_lstm_one_masked_step_at_a_time(lstm, features, state, starts))
     for mine, ref in zip(got, expected):
         assert torch.allclose(mine, ref, atol=1e-5), (mine - ref).abs().max()
 
