@@ -3,8 +3,10 @@ subprocesses; every error path through ``main(argv)``, the console script's entr
 (the same one line on stderr and exit status, without the seconds a new Python and PyTorch take to start)."""
 
 import shutil
+import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -327,9 +329,6 @@ def test_a_run_whose_policy_collapsed_ends_with_a_warning(tmp_path, trained_run)
 
 
 def test_main_called_from_python_puts_back_the_sigterm_handler_and_warning_printer(trained_run, tmp_path, cli):
-    import signal
-    import warnings
-
     before = signal.getsignal(signal.SIGTERM), warnings.showwarning
     assert cli("eval", "--logdir", trained_run, "--episodes", "1").returncode == 0
     one_error_line(cli("eval", "--logdir", tmp_path / "nope"), "does not exist")
